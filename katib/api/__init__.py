@@ -1,0 +1,1 @@
+"""The data model: Experiment and Trial specs, YAML loading, defaults and validation (no I/O)."""

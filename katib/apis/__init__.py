@@ -1,0 +1,1 @@
+"""Generated wire contract (gRPC stubs); regenerate with scripts/generate_stubs.py."""
