@@ -330,6 +330,9 @@ class ExperimentStatus(_Model):
     trials_running: int | None = None
     trials_early_stopped: int | None = None
     trial_metrics_unavailable: int | None = None
+    # Not in Katib's ExperimentStatus: the settings a suggestion service returned for
+    # later requests (Katib keeps them in Suggestion.status.algorithmSettings).
+    algorithm_settings: list[AlgorithmSetting] | None = None
 
 
 class Experiment(_Model):

@@ -1,0 +1,139 @@
+"""Spec models to api.v1.beta1 messages, filled the way Katib's controller fills them (ref 1.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from katib.api.models import Experiment, ObjectiveSpec, Trial, TrialConditionType
+from katib.apis.v1beta1 import api_pb2
+from katib.controller.observation import metric_value, strategies_of
+
+_PARAMETER_TYPES = {
+    "double": api_pb2.DOUBLE,
+    "int": api_pb2.INT,
+    "discrete": api_pb2.DISCRETE,
+    "categorical": api_pb2.CATEGORICAL,
+}
+_DISTRIBUTIONS = {
+    "uniform": api_pb2.UNIFORM,
+    "logUniform": api_pb2.LOG_UNIFORM,
+    "normal": api_pb2.NORMAL,
+    "logNormal": api_pb2.LOG_NORMAL,
+}
+_OBJECTIVE_TYPES = {"minimize": api_pb2.MINIMIZE, "maximize": api_pb2.MAXIMIZE}
+_CONDITIONS = {
+    TrialConditionType.CREATED: api_pb2.TrialStatus.CREATED,
+    TrialConditionType.RUNNING: api_pb2.TrialStatus.RUNNING,
+    TrialConditionType.SUCCEEDED: api_pb2.TrialStatus.SUCCEEDED,
+    TrialConditionType.KILLED: api_pb2.TrialStatus.KILLED,
+    TrialConditionType.FAILED: api_pb2.TrialStatus.FAILED,
+    TrialConditionType.METRICS_UNAVAILABLE: api_pb2.TrialStatus.METRICSUNAVAILABLE,
+    TrialConditionType.EARLY_STOPPED: api_pb2.TrialStatus.EARLYSTOPPED,
+}
+
+
+def objective_to_pb(objective: ObjectiveSpec | None) -> api_pb2.ObjectiveSpec:
+    if objective is None:
+        return api_pb2.ObjectiveSpec()
+    message = api_pb2.ObjectiveSpec(
+        type=_OBJECTIVE_TYPES.get(str(objective.type or ""), api_pb2.UNKNOWN),
+        objective_metric_name=objective.objective_metric_name or "",
+        additional_metric_names=list(objective.additional_metric_names or []),
+    )
+    if objective.goal is not None:
+        message.goal = objective.goal
+    return message
+
+
+def experiment_to_pb(
+    experiment: Experiment, extra_settings: Sequence[tuple[str, str]] = ()
+) -> api_pb2.Experiment:
+    """`extra_settings` are settings a service returned earlier; they override the spec's."""
+    spec = experiment.spec
+    settings = {s.name: s.value for s in (spec.algorithm.algorithm_settings or [])} if spec.algorithm else {}
+    settings.update(dict(extra_settings))
+    parameters = []
+    for p in spec.parameters or []:
+        fs = p.feasible_space
+        parameters.append(
+            api_pb2.ParameterSpec(
+                name=p.name or "",
+                parameter_type=_PARAMETER_TYPES.get(str(p.parameter_type or ""), api_pb2.UNKNOWN_TYPE),
+                feasible_space=api_pb2.FeasibleSpace(
+                    max=(fs.max or "") if fs else "",
+                    min=(fs.min or "") if fs else "",
+                    list=list(fs.list_ or []) if fs else [],
+                    step=(fs.step or "") if fs else "",
+                    distribution=_DISTRIBUTIONS.get(
+                        str(fs.distribution or "") if fs else "", api_pb2.DISTRIBUTION_UNSPECIFIED
+                    ),
+                ),
+            )
+        )
+    message = api_pb2.Experiment(
+        name=experiment.name,
+        spec=api_pb2.ExperimentSpec(
+            parameter_specs=api_pb2.ExperimentSpec.ParameterSpecs(parameters=parameters),
+            objective=objective_to_pb(spec.objective),
+            algorithm=api_pb2.AlgorithmSpec(
+                algorithm_name=(spec.algorithm.algorithm_name or "") if spec.algorithm else "",
+                algorithm_settings=[
+                    api_pb2.AlgorithmSetting(name=k, value=v) for k, v in settings.items()
+                ],
+            ),
+            parallel_trial_count=spec.parallel_trial_count or 0,
+            max_trial_count=spec.max_trial_count or 0,
+        ),
+    )
+    if spec.early_stopping is not None:
+        message.spec.early_stopping.CopyFrom(
+            api_pb2.EarlyStoppingSpec(
+                algorithm_name=spec.early_stopping.algorithm_name or "",
+                algorithm_settings=[
+                    api_pb2.EarlyStoppingSetting(name=s.name, value=s.value)
+                    for s in spec.early_stopping.algorithm_settings or []
+                ],
+            )
+        )
+    return message
+
+
+def trial_to_pb(experiment: Experiment, trial: Trial) -> api_pb2.Trial:
+    """One value per metric, chosen by that metric's strategy (Katib sends exactly this)."""
+    strategies = strategies_of(experiment)
+    metrics = []
+    for name, strategy in strategies.items():
+        value = metric_value(trial.status.observation, name, strategy)
+        if value is not None:
+            metrics.append(api_pb2.Metric(name=name, value=value))
+    return api_pb2.Trial(
+        name=trial.name,
+        spec=api_pb2.TrialSpec(
+            objective=objective_to_pb(experiment.spec.objective),
+            parameter_assignments=api_pb2.TrialSpec.ParameterAssignments(
+                assignments=[
+                    api_pb2.ParameterAssignment(name=a.name, value=a.value)
+                    for a in trial.spec.parameter_assignments
+                ]
+            ),
+        ),
+        status=api_pb2.TrialStatus(
+            start_time=trial.status.start_time or "",
+            completion_time=trial.status.completion_time or "",
+            condition=_CONDITIONS[trial.condition],
+            observation=api_pb2.Observation(metrics=metrics),
+        ),
+    )
+
+
+def trials_for_request(experiment: Experiment, trials: Sequence[Trial]) -> list[api_pb2.Trial]:
+    """Every trial but MetricsUnavailable ones and early-stopped ones without observation."""
+    selected = []
+    for trial in trials:
+        condition = trial.condition
+        if condition == TrialConditionType.METRICS_UNAVAILABLE:
+            continue
+        if condition == TrialConditionType.EARLY_STOPPED and not trial.status.observation:
+            continue
+        selected.append(trial_to_pb(experiment, trial))
+    return selected

@@ -1,0 +1,294 @@
+"""The reconcile loop: from stored state to the next action, one pass at a time.
+
+Each pass reads the experiment and its trials from storage, asks the executor
+where each unfinished trial is, records outcomes, decides whether the experiment
+is done (Katib's order: goal, failure budget, trial budget), and otherwise asks
+the suggestion service for as many new trials as the parallel and total budgets
+allow. New trials are stored (condition Created) before they are launched, and
+launching is idempotent, so a pass may be cut off at any instant and simply run
+again.
+
+Deliberate differences from Katib:
+- trials still running when the experiment ends are stopped and marked Killed
+  (Katib leaves them running, kubeflow/katib#2061);
+- no more than maxTrialCount trials are ever created (Katib replaces
+  MetricsUnavailable trials beyond the budget);
+- a search space that runs out ends the experiment as Succeeded with reason
+  ExperimentSuggestionEndReached (Katib never sets it).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from katib import errors
+from katib.api.models import (
+    EXPERIMENT_LABEL,
+    AlgorithmSetting,
+    Condition,
+    Experiment,
+    ExperimentConditionType,
+    ExperimentStatus,
+    ObjectMeta,
+    ParameterAssignment,
+    Trial,
+    TrialConditionType,
+    TrialSpec,
+    TrialStatus,
+)
+from katib.controller import observation, status
+from katib.controller.suggestion_client import SuggestionClient
+from katib.controller.templating import render_run_spec
+from katib.executors.base import BaseExecutor, LaunchContext, TrialOutcome, TrialPhase
+from katib.storage.base import BaseStorage
+
+log = logging.getLogger(__name__)
+
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' utilrand alphabet
+
+
+def new_trial_name(experiment_name: str) -> str:
+    return f"{experiment_name}-" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(8))
+
+
+@dataclass
+class PassResult:
+    """What one reconcile pass saw and did."""
+
+    experiment: Experiment
+    trials: list[Trial]
+    created: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        return status.is_experiment_completed(self.experiment)
+
+
+class Controller:
+    """Drives experiments to completion against one storage and one executor."""
+
+    def __init__(
+        self,
+        storage: BaseStorage,
+        executor: BaseExecutor,
+        suggestion_client: Callable[[str], SuggestionClient],
+        context: Callable[[Experiment], LaunchContext],
+    ) -> None:
+        self.storage = storage
+        self.executor = executor
+        self._client_for = suggestion_client
+        self._context = context
+        self._exhausted: set[tuple[str, str]] = set()
+
+    # --- trials --------------------------------------------------------------------
+    def _launch(self, experiment: Experiment, trial: Trial) -> None:
+        try:
+            self.executor.launch(trial, self._context(experiment))
+        except errors.ExecutorError as exc:
+            status.mark_trial(trial, TrialConditionType.FAILED, "TrialFailed",
+                              f"Trial has failed. Job message: {exc}")
+        else:
+            status.mark_trial(trial, TrialConditionType.RUNNING, "TrialRunning",
+                              "Trial is running")
+        self.storage.update_trial_status(trial)
+
+    def _finish(self, experiment: Experiment, trial: Trial, outcome: TrialOutcome) -> None:
+        if outcome.unreported:
+            self.storage.report_observation_log(trial.name, outcome.unreported)
+            acknowledge = getattr(self.executor, "acknowledge", None)
+            if acknowledge is not None:
+                acknowledge(trial)
+        names = list(observation.strategies_of(experiment))
+        entries = self.storage.get_observation_log(trial.name)
+        trial.status.observation = observation.build_observation(entries, names)
+        if outcome.phase == TrialPhase.LOST:
+            status.mark_trial(trial, TrialConditionType.FAILED, "TrialLost",
+                              f"Trial has failed: {outcome.message}")
+        elif not outcome.succeeded:
+            message = "Trial has failed"
+            if outcome.message:
+                message += f". Job message: {outcome.message}"
+            status.mark_trial(trial, TrialConditionType.FAILED, "TrialFailed", message)
+        elif observation.objective_value(experiment, trial) is not None:
+            status.mark_trial(trial, TrialConditionType.SUCCEEDED, "TrialSucceeded",
+                              "Trial has succeeded")
+        else:
+            objective = experiment.spec.objective
+            metric = objective.objective_metric_name if objective else ""
+            seen = any(e.metric_name == metric for e in entries)
+            detail = (f"objective metric {metric} had no finite value" if seen
+                      else f"objective metric {metric} was not reported")
+            status.mark_trial(trial, TrialConditionType.METRICS_UNAVAILABLE,
+                              "MetricsUnavailable", f"Metrics are not available: {detail}")
+        self.storage.update_trial_status(trial)
+
+    def _build_trial(self, experiment: Experiment, name: str, assignments: dict[str, str],
+                     labels: dict[str, str]) -> Trial:
+        template = experiment.spec.trial_template
+        assert template is not None
+        both = bool(template.success_condition and template.failure_condition)
+        trial = Trial(
+            metadata=ObjectMeta(
+                name=name,
+                namespace=experiment.namespace,
+                labels={**(experiment.metadata.labels or {}), EXPERIMENT_LABEL: experiment.name,
+                        **labels},
+            ),
+            spec=TrialSpec(
+                objective=experiment.spec.objective,
+                parameter_assignments=[
+                    ParameterAssignment(name=k, value=v) for k, v in assignments.items()
+                ],
+                run_spec=render_run_spec(experiment, name, assignments),
+                retain_run=template.retain,
+                metrics_collector=experiment.spec.metrics_collector_spec,
+                primary_pod_labels=template.primary_pod_labels,
+                primary_container_name=template.primary_container_name,
+                success_condition=template.success_condition if both else None,
+                failure_condition=template.failure_condition if both else None,
+            ),
+            status=TrialStatus(start_time=status.now_rfc3339()),
+        )
+        status.mark_trial(trial, TrialConditionType.CREATED, "TrialCreated", "Trial is created")
+        return trial
+
+    def _create_trials(self, experiment: Experiment, trials: Sequence[Trial], count: int,
+                       exp_status: ExperimentStatus) -> list[Trial]:
+        key = (experiment.namespace, experiment.name)
+        algorithm = experiment.spec.algorithm
+        client = self._client_for(algorithm.algorithm_name or "" if algorithm else "")
+        settings = [(s.name, s.value) for s in exp_status.algorithm_settings or []]
+        try:
+            reply = client.get_suggestions(experiment, trials, count, len(trials) + count, settings)
+        except errors.SearchSpaceExhaustedError as exc:
+            self._exhausted.add(key)
+            log.info("%s/%s: %s", *key, exc)
+            return []
+        if reply.settings:
+            merged = dict(settings)
+            merged.update(reply.settings)
+            exp_status.algorithm_settings = [
+                AlgorithmSetting(name=k, value=v) for k, v in merged.items()
+            ]
+        if len(reply.assignments) < count:
+            self._exhausted.add(key)  # a short reply means the space has run out
+        new: list[Trial] = []
+        for assignments, name, labels in zip(
+            reply.assignments, reply.trial_names, reply.labels, strict=True
+        ):
+            new.append(
+                self._build_trial(experiment, name or new_trial_name(experiment.name),
+                                  assignments, labels)
+            )
+        if new:
+            self.storage.create_trials(experiment.name, experiment.namespace, new)
+        return new
+
+    # --- the pass --------------------------------------------------------------------
+    def reconcile(self, name: str, namespace: str = "default") -> PassResult:
+        experiment = self.storage.get_experiment(name, namespace)
+        trials = self.storage.list_trials(name, namespace)
+        result = PassResult(experiment=experiment, trials=trials)
+        if status.is_experiment_completed(experiment):
+            return result
+        exp_status = experiment.status or ExperimentStatus()
+        if not exp_status.conditions:
+            status.mark_experiment(exp_status, ExperimentConditionType.CREATED,
+                                   "ExperimentCreated", "Experiment is created")
+            exp_status.start_time = status.now_rfc3339()
+
+        for trial in trials:
+            if trial.is_completed:
+                continue
+            outcome = self.executor.poll(trial)
+            if outcome.phase == TrialPhase.NOT_STARTED:
+                self._launch(experiment, trial)
+            elif outcome.phase == TrialPhase.RUNNING:
+                if trial.condition == TrialConditionType.CREATED:
+                    status.mark_trial(trial, TrialConditionType.RUNNING, "TrialRunning",
+                                      "Trial is running")
+                    self.storage.update_trial_status(trial)
+            else:
+                self._finish(experiment, trial, outcome)
+                result.finished.append(trial.name)
+
+        if not self._decide(experiment, exp_status, trials):
+            counts = status.aggregate(exp_status, trials)
+            spec = experiment.spec
+            parallel = spec.parallel_trial_count or 3
+            active = counts["pending"] + counts["running"]
+            add = parallel - active
+            if spec.max_trial_count is not None:
+                add = min(add, spec.max_trial_count - len(trials))
+            if add > 0 and (namespace, name) not in self._exhausted:
+                new = self._create_trials(experiment, trials, add, exp_status)
+                for trial in new:
+                    self._launch(experiment, trial)
+                trials.extend(new)
+                result.created = [t.name for t in new]
+            self._decide(experiment, exp_status, trials)
+
+        exp_status.current_optimal_trial = observation.optimal_trial(experiment, trials)
+        status.aggregate(exp_status, trials)
+        self.storage.update_experiment_status(name, namespace, exp_status)
+        experiment.status = exp_status
+        return result
+
+    def _decide(self, experiment: Experiment, exp_status: ExperimentStatus,
+                trials: list[Trial]) -> bool:
+        """Set the experiment's condition; True when it has reached an end."""
+        counts = status.aggregate(exp_status, trials)
+        spec = experiment.spec
+        done: tuple[ExperimentConditionType, str, str] | None = None
+        if trials:
+            best = observation.optimal_trial(experiment, trials)
+            failed = counts["failed"] + counts["metrics_unavailable"]
+            completed = (counts["succeeded"] + counts["failed"] + counts["killed"]
+                         + counts["early_stopped"] + counts["metrics_unavailable"])
+            if observation.goal_reached(experiment, best):
+                done = (ExperimentConditionType.SUCCEEDED, "ExperimentGoalReached",
+                        "Experiment has succeeded because Objective goal has reached")
+            elif (spec.max_failed_trial_count is not None and failed
+                  and failed >= spec.max_failed_trial_count):
+                done = (ExperimentConditionType.FAILED, "ExperimentFailed",
+                        "Experiment has failed because max failed count has reached")
+            elif spec.max_trial_count is not None and completed >= spec.max_trial_count:
+                done = (ExperimentConditionType.SUCCEEDED, "ExperimentMaxTrialsReached",
+                        "Experiment has succeeded because max trial count has reached")
+            elif ((experiment.namespace, experiment.name) in self._exhausted
+                  and counts["pending"] + counts["running"] == 0):
+                done = (ExperimentConditionType.SUCCEEDED, "ExperimentSuggestionEndReached",
+                        "Experiment has succeeded because suggestion service has reached the "
+                        "end: every point of the search space has been tried")
+        elif (experiment.namespace, experiment.name) in self._exhausted:
+            done = (ExperimentConditionType.SUCCEEDED, "ExperimentSuggestionEndReached",
+                    "Experiment has succeeded because suggestion service has reached the end")
+        if done is None:
+            if trials and not status.has_condition(exp_status.conditions, "Running"):
+                status.mark_experiment(exp_status, ExperimentConditionType.RUNNING,
+                                       "ExperimentRunning", "Experiment is running")
+            return False
+        for trial in trials:
+            if not trial.is_completed:
+                self.executor.stop(trial)
+                status.mark_trial(trial, TrialConditionType.KILLED, "TrialKilled",
+                                  f"Trial was stopped because the experiment ended ({done[1]})")
+                self.storage.update_trial_status(trial)
+        status.aggregate(exp_status, trials)
+        status.mark_experiment(exp_status, done[0], done[1], done[2])
+        return True
+
+    def fail_experiment(self, name: str, namespace: str, message: str) -> None:
+        """Record a failure that no pass can recover from (e.g. invalid algorithm settings)."""
+        experiment = self.storage.get_experiment(name, namespace)
+        exp_status = experiment.status or ExperimentStatus(conditions=[])
+        if not exp_status.conditions:
+            exp_status.conditions = [Condition(type="Created", reason="ExperimentCreated",
+                                               message="Experiment is created")]
+        status.mark_experiment(exp_status, ExperimentConditionType.FAILED, "ExperimentFailed",
+                               message)
+        self.storage.update_experiment_status(name, namespace, exp_status)

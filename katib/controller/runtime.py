@@ -1,0 +1,234 @@
+"""Embedded mode: storage, DBManager, suggestion services, executor and controller in one run.
+
+The same servers as in server mode, wired on 127.0.0.1 with ephemeral ports:
+DBManager runs in this process (the collectors of local trials report to it),
+each algorithm's suggestion service runs as a child process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from katib import errors
+from katib.api.models import Experiment, ExperimentConditionType
+from katib.controller import status
+from katib.controller.reconcile import Controller, PassResult
+from katib.controller.suggestion_client import SuggestionClient, SuggestionServiceProcess
+from katib.executors.base import BaseExecutor, LaunchContext
+from katib.executors.local import LocalExecutor
+from katib.storage.base import BaseStorage
+from katib.storage.dbmanager import serve_dbmanager
+from katib.storage.engine import default_data_dir, resolve_url
+from katib.storage.sql import SQLStorage
+
+log = logging.getLogger(__name__)
+
+BUDGET_FIELDS = ("parallelTrialCount", "maxTrialCount", "maxFailedTrialCount")
+
+
+def _process_start_ticks(pid: int) -> str | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def owner_identity() -> str:
+    """host:pid:start-ticks, so a reused pid is not mistaken for a live owner."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start_ticks(pid)}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when we can tell for sure (same host, process gone or pid reused)."""
+    try:
+        host, pid_text, ticks = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return False
+    return _process_start_ticks(pid) != ticks
+
+
+@dataclass
+class RunOptions:
+    poll_interval: float = 0.1
+    heartbeat_interval: float = 5.0
+
+
+class Runtime:
+    """Everything one `katib run` (or an embedded SDK client) needs, started and stopped together."""
+
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        db_url: str | None = None,
+        executor: BaseExecutor | None = None,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage: BaseStorage = SQLStorage(resolve_url(db_url, self.data_dir))
+        self._server, port = serve_dbmanager(self.storage, host="127.0.0.1", port=0)
+        self.db_manager_address = f"127.0.0.1:{port}"
+        self.address_file = self.data_dir / "dbmanager.addr"
+        tmp = self.address_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(self.db_manager_address)
+        os.replace(tmp, self.address_file)
+        self.executor = executor or LocalExecutor(self.data_dir / "trials", notice=notice)
+        self._services: dict[str, SuggestionServiceProcess] = {}
+        self._experiment_dirs: dict[tuple[str, str], Path] = {}
+        self.owner = owner_identity()
+        self.controller = Controller(self.storage, self.executor, self.suggestion_client,
+                                     self.launch_context)
+
+    # --- wiring --------------------------------------------------------------------
+    def suggestion_client(self, algorithm: str) -> SuggestionClient:
+        service = self._services.get(algorithm)
+        if service is None:
+            logs = self.data_dir / "logs"
+            logs.mkdir(exist_ok=True)
+            service = SuggestionServiceProcess(algorithm, str(logs / f"suggestion-{algorithm}.log"))
+            self._services[algorithm] = service
+        return service.client()
+
+    def launch_context(self, experiment: Experiment) -> LaunchContext:
+        return LaunchContext(
+            experiment=experiment,
+            db_manager_address=self.db_manager_address,
+            db_manager_address_file=self.address_file,
+            experiment_dir=self._experiment_dirs.get((experiment.namespace, experiment.name)),
+        )
+
+    # --- submitting ------------------------------------------------------------------
+    def submit(self, experiment: Experiment, experiment_dir: Path | None = None) -> Experiment:
+        """Store a new experiment, or resume the stored one of the same name.
+
+        Resuming accepts budget edits (Katib's editable fields); any other change is
+        a conflict, because trials already run belong to the stored spec.
+        """
+        key = (experiment.namespace, experiment.name)
+        if experiment_dir is not None:
+            self._experiment_dirs[key] = experiment_dir.resolve()
+        try:
+            stored = self.storage.get_experiment(experiment.name, experiment.namespace)
+        except errors.NotFoundError:
+            algorithm = experiment.spec.algorithm
+            name = algorithm.algorithm_name or "" if algorithm else ""
+            self.suggestion_client(name).validate(experiment)
+            self.storage.create_experiment(experiment)
+            return self.storage.get_experiment(experiment.name, experiment.namespace)
+        new_spec = experiment.spec.to_dict()
+        old_spec = stored.spec.to_dict()
+        changed = sorted(k for k in set(new_spec) | set(old_spec)
+                         if new_spec.get(k) != old_spec.get(k))
+        forbidden = [k for k in changed if k not in BUDGET_FIELDS]
+        if forbidden:
+            raise errors.AlreadyExistsError(
+                f"experiment {experiment.namespace}/{experiment.name} already exists with a "
+                f"different spec (changed: {', '.join('spec.' + k for k in forbidden)}); only "
+                "spec.parallelTrialCount, spec.maxTrialCount and spec.maxFailedTrialCount are "
+                f"editable. Delete it first: katib delete experiment {experiment.name}"
+            )
+        if changed:
+            trials = self.storage.list_trials(experiment.name, experiment.namespace)
+            max_trials = experiment.spec.max_trial_count
+            if max_trials is not None and "maxTrialCount" in changed and max_trials <= len(trials):
+                raise errors.InvalidArgumentError(
+                    f"spec.maxTrialCount: must be greater than status.trials count ({len(trials)})"
+                )
+            stored.spec = experiment.spec
+            self.storage.update_experiment_spec(stored)
+            self._restart_if_budget_allows(stored, len(trials))
+        return self.storage.get_experiment(experiment.name, experiment.namespace)
+
+    def _restart_if_budget_allows(self, experiment: Experiment, trial_count: int) -> None:
+        exp_status = experiment.status
+        if exp_status is None or not status.is_experiment_completed(experiment):
+            return
+        succeeded = next((c for c in exp_status.conditions
+                          if c.type == ExperimentConditionType.SUCCEEDED and c.status == "True"),
+                         None)
+        max_trials = experiment.spec.max_trial_count
+        if succeeded is None or succeeded.reason != "ExperimentMaxTrialsReached" or \
+                max_trials is None or max_trials <= trial_count:
+            return
+        exp_status.conditions = [c for c in exp_status.conditions
+                                 if c.type not in ("Succeeded", "Failed")]
+        status.mark_experiment(exp_status, ExperimentConditionType.RESTARTING,
+                               "ExperimentRestarting", "Experiment is restarted")
+        exp_status.completion_time = None
+        self.storage.update_experiment_status(experiment.name, experiment.namespace, exp_status)
+
+    # --- running -------------------------------------------------------------------
+    def acquire(self, name: str, namespace: str) -> None:
+        ownership = self.storage.get_ownership(name, namespace)
+        dead = [ownership.owner] if ownership.owner and owner_is_dead(ownership.owner) else []
+        if not self.storage.acquire_experiment(name, namespace, self.owner, steal_from=dead):
+            raise errors.ConflictError(
+                f"experiment {namespace}/{name} is being run by another controller "
+                f"({ownership.owner}); wait for it or stop it first"
+            )
+
+    def run(
+        self,
+        name: str,
+        namespace: str = "default",
+        on_pass: Callable[[PassResult], None] | None = None,
+        options: RunOptions | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Experiment:
+        """Reconcile until the experiment completes (or `should_stop` says so)."""
+        options = options or RunOptions()
+        self.acquire(name, namespace)
+        last_beat = time.monotonic()
+        try:
+            while True:
+                try:
+                    result = self.controller.reconcile(name, namespace)
+                except errors.InvalidArgumentError as exc:
+                    self.controller.fail_experiment(name, namespace,
+                                                    f"Suggestion has failed: {exc}")
+                    result = self.controller.reconcile(name, namespace)
+                except errors.InvalidSpecError as exc:
+                    self.controller.fail_experiment(name, namespace, f"Suggestion has failed: {exc}")
+                    result = self.controller.reconcile(name, namespace)
+                except errors.UnavailableError as exc:
+                    log.warning("retrying after: %s", exc)
+                    time.sleep(min(1.0, options.poll_interval * 5))
+                    continue
+                if on_pass is not None:
+                    on_pass(result)
+                if result.completed or (should_stop is not None and should_stop()):
+                    return result.experiment
+                if time.monotonic() - last_beat > options.heartbeat_interval:
+                    self.acquire(name, namespace)
+                    last_beat = time.monotonic()
+                if not result.created and not result.finished:
+                    time.sleep(options.poll_interval)
+        finally:
+            self.storage.release_experiment(name, namespace, self.owner)
+
+    def close(self) -> None:
+        for service in self._services.values():
+            service.close()
+        self._services.clear()
+        self.executor.close()
+        self._server.stop(grace=1.0).wait(2.0)
+        self.storage.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

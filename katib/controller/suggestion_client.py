@@ -1,0 +1,177 @@
+"""The controller's side of the Suggestion gRPC contract, and the local service process.
+
+Embedded mode starts one suggestion service process per run and talks to it
+over 127.0.0.1 like Katib's controller talks to its per-experiment Deployment.
+If the process dies, the next call starts a new one: the service is stateless,
+so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from katib import errors
+from katib.api.models import Experiment, Trial
+from katib.apis.grpc_errors import error_from_rpc
+from katib.apis.v1beta1 import api_pb2, api_pb2_grpc
+from katib.controller.conversion import experiment_to_pb, trials_for_request
+
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+SUGGESTION_TIMEOUT_SECONDS = 60.0
+VALIDATE_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class SuggestionReply:
+    assignments: list[dict[str, str]]
+    trial_names: list[str | None]
+    labels: list[dict[str, str]]
+    settings: list[tuple[str, str]] = field(default_factory=list)
+
+
+class SuggestionClient:
+    """Calls one suggestion service; errors come back as katib.errors types."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                     ("grpc.max_send_message_length", 256 * 1024 * 1024)],
+        )
+        self._stub = api_pb2_grpc.SuggestionStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def validate(self, experiment: Experiment) -> None:
+        request = api_pb2.ValidateAlgorithmSettingsRequest(experiment=experiment_to_pb(experiment))
+        try:
+            self._stub.ValidateAlgorithmSettings(
+                request, timeout=VALIDATE_TIMEOUT_SECONDS, wait_for_ready=True
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return
+            if exc.code() == grpc.StatusCode.UNKNOWN:
+                raise errors.InvalidArgumentError(
+                    f"ValidateAlgorithmSettings Error: {exc.details()}"
+                ) from None
+            raise error_from_rpc(exc, "ValidateAlgorithmSettings") from None
+
+    def get_suggestions(
+        self,
+        experiment: Experiment,
+        trials: Sequence[Trial],
+        count: int,
+        total: int,
+        settings: Sequence[tuple[str, str]] = (),
+    ) -> SuggestionReply:
+        request = api_pb2.GetSuggestionsRequest(
+            experiment=experiment_to_pb(experiment, settings),
+            trials=trials_for_request(experiment, trials),
+            current_request_number=count,
+            total_request_number=total,
+        )
+        try:
+            reply = self._stub.GetSuggestions(
+                request, timeout=SUGGESTION_TIMEOUT_SECONDS, wait_for_ready=True
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, "GetSuggestions") from None
+        if len(reply.parameter_assignments) > count:
+            raise errors.InternalError(
+                f"GetSuggestions returned {len(reply.parameter_assignments)} assignments "
+                f"for a request of {count}"
+            )
+        return SuggestionReply(
+            assignments=[
+                {a.name: a.value for a in pa.assignments} for pa in reply.parameter_assignments
+            ],
+            trial_names=[pa.trial_name or None for pa in reply.parameter_assignments],
+            labels=[dict(pa.labels) for pa in reply.parameter_assignments],
+            settings=[(s.name, s.value) for s in reply.algorithm.algorithm_settings],
+        )
+
+
+class SuggestionServiceProcess:
+    """A `python -m suggestion_services` child on 127.0.0.1 with an ephemeral port."""
+
+    def __init__(self, algorithm: str, log_path: str | None = None) -> None:
+        self.algorithm = algorithm
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._client: SuggestionClient | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> SuggestionClient:
+        """A client to a live service, starting (or restarting) the process if needed."""
+        with self._lock:
+            if self._process is not None and self._process.poll() is None and self._client:
+                return self._client
+            self._stop_locked()
+            self._start_locked()
+            assert self._client is not None
+            return self._client
+
+    def _start_locked(self) -> None:
+        stderr = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "suggestion_services", "--algorithm", self.algorithm,
+                 "--host", "127.0.0.1", "--port", "0"],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            if stderr is not subprocess.DEVNULL:
+                stderr.close()  # type: ignore[union-attr]
+        assert process.stdout is not None
+        line = process.stdout.readline().decode("utf-8", "replace")
+        match = _LISTENING.search(line)
+        if not match:
+            process.kill()
+            process.wait()
+            raise errors.UnavailableError(
+                f"suggestion service for algorithm {self.algorithm!r} did not start"
+                + (f" (see {self.log_path})" if self.log_path else "")
+            )
+        self._process = process
+        self._client = SuggestionClient(f"{match.group(1)}:{match.group(2)}")
+
+    def _stop_locked(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.terminate()
+                try:
+                    self._process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+            if self._process.stdout:
+                self._process.stdout.close()
+            self._process = None
+
+    def kill_for_test(self) -> None:
+        """Kill the process abruptly (tests of restart behaviour)."""
+        with self._lock:
+            if self._process is not None:
+                self._process.kill()
+                self._process.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_locked()

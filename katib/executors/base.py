@@ -1,0 +1,84 @@
+"""The executor contract: where and how a trial's run spec becomes a running program.
+
+An executor is told to launch a trial that the controller has already stored,
+and is asked about it on every reconcile. The contract every member honours
+(katib.testing.executors checks it):
+
+- `launch` is idempotent. Calling it again for a trial that is running or has
+  finished does nothing; a controller that died at any instant can call it again
+  on restart without running the trial twice.
+- `poll` never blocks for long and never raises for a trial it does not know; it
+  answers NOT_STARTED, RUNNING, FINISHED (with the outcome) or LOST (it ran and
+  vanished without an outcome, e.g. its machine died).
+- `poll` works across controller restarts: state lives with the trial (files,
+  Kubernetes objects), not in the executor's memory.
+- `stop` ends a trial's whole process tree (or its objects) and is idempotent.
+- Observations that the trial could not deliver to DBManager come back in
+  `TrialOutcome.unreported`, for the controller to store before it decides.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
+
+from katib.api.models import Experiment, Trial
+from katib.storage.base import MetricLogEntry
+
+
+class TrialPhase(StrEnum):
+    NOT_STARTED = "NotStarted"
+    RUNNING = "Running"
+    FINISHED = "Finished"
+    LOST = "Lost"
+
+
+@dataclass
+class TrialOutcome:
+    phase: TrialPhase
+    exit_code: int | None = None
+    signal: int | None = None
+    message: str = ""
+    unreported: list[MetricLogEntry] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase == TrialPhase.FINISHED and self.exit_code == 0
+
+
+@dataclass
+class LaunchContext:
+    """What a trial needs besides its own spec."""
+
+    experiment: Experiment
+    db_manager_address: str
+    db_manager_address_file: Path | None = None
+    experiment_dir: Path | None = None  # where the Experiment file lives (relative paths)
+
+
+class BaseExecutor(abc.ABC):
+    """Runs trials. See the module docstring for the contract."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def launch(self, trial: Trial, context: LaunchContext) -> None:
+        """Start the trial unless it is already running or finished."""
+
+    @abc.abstractmethod
+    def poll(self, trial: Trial) -> TrialOutcome:
+        """Where the trial is now."""
+
+    @abc.abstractmethod
+    def stop(self, trial: Trial) -> None:
+        """End the trial's processes (or objects); no-op if not running."""
+
+    def log_path(self, trial: Trial) -> Path | None:
+        """A file with the trial's output, if this executor keeps one."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; running trials keep running where the executor allows."""
