@@ -27,8 +27,8 @@ from katib.storage.engine import default_data_dir, resolve_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _handle_errors(func: F) -> F:

@@ -127,13 +127,11 @@ def trial_to_pb(experiment: Experiment, trial: Trial) -> api_pb2.Trial:
 
 
 def trials_for_request(experiment: Experiment, trials: Sequence[Trial]) -> list[api_pb2.Trial]:
-    """Every trial but MetricsUnavailable ones and early-stopped ones without observation."""
-    selected = []
-    for trial in trials:
-        condition = trial.condition
-        if condition == TrialConditionType.METRICS_UNAVAILABLE:
-            continue
-        if condition == TrialConditionType.EARLY_STOPPED and not trial.status.observation:
-            continue
-        selected.append(trial_to_pb(experiment, trial))
-    return selected
+    """Every trial, whatever its condition.
+
+    Katib leaves out MetricsUnavailable trials (and early-stopped ones without an
+    observation); we send them, so that an algorithm does not suggest a point that
+    was already tried (grid would repeat it). Their condition tells the algorithm
+    they carry no value.
+    """
+    return [trial_to_pb(experiment, trial) for trial in trials]

@@ -40,6 +40,7 @@ from katib.api.models import (
     TrialStatus,
 )
 from katib.controller import observation, status
+from katib.controller.faults import crash_point
 from katib.controller.suggestion_client import SuggestionClient
 from katib.controller.templating import render_run_spec
 from katib.executors.base import BaseExecutor, LaunchContext, TrialOutcome, TrialPhase
@@ -88,6 +89,7 @@ class Controller:
     def _launch(self, experiment: Experiment, trial: Trial) -> None:
         try:
             self.executor.launch(trial, self._context(experiment))
+            crash_point("after_launch")
         except errors.ExecutorError as exc:
             status.mark_trial(trial, TrialConditionType.FAILED, "TrialFailed",
                               f"Trial has failed. Job message: {exc}")
@@ -99,9 +101,10 @@ class Controller:
     def _finish(self, experiment: Experiment, trial: Trial, outcome: TrialOutcome) -> None:
         if outcome.unreported:
             self.storage.report_observation_log(trial.name, outcome.unreported)
-            acknowledge = getattr(self.executor, "acknowledge", None)
-            if acknowledge is not None:
-                acknowledge(trial)
+            crash_point("after_ingest")
+            # A crash between these two lines stores the spool twice on restart; the
+            # duplicates cannot change min, max or latest.
+            self.executor.acknowledge(trial)
         names = list(observation.strategies_of(experiment))
         entries = self.storage.get_observation_log(trial.name)
         trial.status.observation = observation.build_observation(entries, names)
@@ -124,6 +127,7 @@ class Controller:
                       else f"objective metric {metric} was not reported")
             status.mark_trial(trial, TrialConditionType.METRICS_UNAVAILABLE,
                               "MetricsUnavailable", f"Metrics are not available: {detail}")
+        crash_point("before_finish")
         self.storage.update_trial_status(trial)
 
     def _build_trial(self, experiment: Experiment, name: str, assignments: dict[str, str],
@@ -186,6 +190,7 @@ class Controller:
             )
         if new:
             self.storage.create_trials(experiment.name, experiment.namespace, new)
+            crash_point("after_create_trials")
         return new
 
     # --- the pass --------------------------------------------------------------------

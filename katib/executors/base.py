@@ -76,6 +76,9 @@ class BaseExecutor(abc.ABC):
     def stop(self, trial: Trial) -> None:
         """End the trial's processes (or objects); no-op if not running."""
 
+    def acknowledge(self, trial: Trial) -> None:  # noqa: B027 - optional hook
+        """The controller has stored `TrialOutcome.unreported`; do not return it again."""
+
     def log_path(self, trial: Trial) -> Path | None:
         """A file with the trial's output, if this executor keeps one."""
         return None

@@ -248,6 +248,11 @@ class LocalExecutor(BaseExecutor):
             unreported=unreported,
         )
 
+    def acknowledge(self, trial: Trial) -> None:
+        spool = self.trial_dir(trial) / "unreported.jsonl"
+        if spool.exists():
+            os.replace(spool, spool.with_suffix(".ingested"))
+
     # --- stop --------------------------------------------------------------------
     def _collector_pid(self, trial: Trial) -> int | None:
         directory = self.trial_dir(trial)
