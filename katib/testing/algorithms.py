@@ -1,0 +1,322 @@
+"""Contract tests every suggestion algorithm must pass, in-process or over gRPC.
+
+Use: subclass `AlgorithmContract` in a test module and provide an
+`algorithm_name` fixture (tests/contract parametrises it over
+suggestion_services.registry.ALGORITHMS, so new algorithms are covered
+automatically). Override `call_suggest` / `call_validate` to run the same
+checks through another transport (the integration tests use a real server).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import pytest
+
+from katib.apis.v1beta1 import api_pb2
+from katib.errors import InvalidArgumentError, SearchSpaceExhaustedError
+from suggestion_services.base import (
+    ExperimentInfo,
+    ObjectiveType,
+    TrialCondition,
+    TrialRecord,
+)
+from suggestion_services.registry import ALGORITHMS, get_algorithm
+from suggestion_services.search_space import ParameterSpec, SearchSpace
+
+METRIC = "accuracy"
+
+Assignments = dict[str, str]
+
+
+def realistic_specs(finite: bool) -> list[ParameterSpec]:
+    """double uniform + logUniform + int with step + categorical + discrete.
+
+    `finite` gives the doubles a step, for algorithms that need a grid.
+    """
+    return [
+        ParameterSpec("lr", "double", "0.01", "0.1", "0.01" if finite else ""),
+        ParameterSpec("wd", "double", "0.0001", "0.1", "0.0001" if finite else "",
+                      distribution="logUniform"),
+        ParameterSpec("layers", "int", "1", "9", "2"),
+        ParameterSpec("optimizer", "categorical", list=("adam", "sgd", "rmsprop")),
+        ParameterSpec("batch", "discrete", list=("32", "64", "128")),
+    ]
+
+
+def tiny_specs() -> list[ParameterSpec]:
+    """Six points: small enough to exhaust."""
+    return [
+        ParameterSpec("a", "int", "1", "3"),
+        ParameterSpec("b", "categorical", list=("x", "y")),
+    ]
+
+
+def make_experiment(
+    algorithm: str,
+    specs: Sequence[ParameterSpec],
+    settings: Mapping[str, str] | None = None,
+    name: str = "contract-exp",
+    max_trial_count: int = 0,
+) -> ExperimentInfo:
+    """An ExperimentInfo as the server would build it."""
+    return ExperimentInfo(
+        name=name,
+        algorithm_name=algorithm,
+        search_space=SearchSpace.from_specs(specs),
+        objective_type=ObjectiveType.MAXIMIZE,
+        objective_metric_name=METRIC,
+        settings=dict(settings or {}),
+        parallel_trial_count=3,
+        max_trial_count=max_trial_count,
+    )
+
+
+def as_history(
+    points: Sequence[Assignments],
+    condition: TrialCondition = TrialCondition.SUCCEEDED,
+    start: int = 0,
+) -> list[TrialRecord]:
+    """Trials for given assignments, with a made-up objective value."""
+    return [
+        TrialRecord(f"trial-{start + i}", dict(p), condition, 0.5 + 0.01 * (i % 7))
+        for i, p in enumerate(points)
+    ]
+
+
+def experiment_to_proto(experiment: ExperimentInfo) -> Any:
+    """ExperimentInfo → api_pb2.Experiment (the reverse of server.experiment_from_proto)."""
+    types = {"double": api_pb2.DOUBLE, "int": api_pb2.INT,
+             "discrete": api_pb2.DISCRETE, "categorical": api_pb2.CATEGORICAL}
+    dists = {"": api_pb2.DISTRIBUTION_UNSPECIFIED, "uniform": api_pb2.UNIFORM,
+             "logUniform": api_pb2.LOG_UNIFORM, "normal": api_pb2.NORMAL,
+             "logNormal": api_pb2.LOG_NORMAL}
+    objectives = {ObjectiveType.MAXIMIZE: api_pb2.MAXIMIZE,
+                  ObjectiveType.MINIMIZE: api_pb2.MINIMIZE}
+    out = api_pb2.Experiment(name=experiment.name)
+    spec = out.spec
+    for s in experiment.search_space.specs:
+        p = spec.parameter_specs.parameters.add(name=s.name, parameter_type=types[s.parameter_type])
+        fs = p.feasible_space
+        fs.min, fs.max, fs.step = s.min, s.max, s.step
+        fs.list.extend(s.list)
+        fs.distribution = dists[str(s.distribution)]
+    spec.objective.type = objectives.get(experiment.objective_type, api_pb2.UNKNOWN)
+    spec.objective.objective_metric_name = experiment.objective_metric_name
+    spec.algorithm.algorithm_name = experiment.algorithm_name
+    for k, v in experiment.settings.items():
+        spec.algorithm.algorithm_settings.add(name=k, value=v)
+    spec.parallel_trial_count = experiment.parallel_trial_count
+    spec.max_trial_count = experiment.max_trial_count
+    return out
+
+
+_CONDITIONS = {
+    TrialCondition.CREATED: api_pb2.TrialStatus.CREATED,
+    TrialCondition.RUNNING: api_pb2.TrialStatus.RUNNING,
+    TrialCondition.SUCCEEDED: api_pb2.TrialStatus.SUCCEEDED,
+    TrialCondition.KILLED: api_pb2.TrialStatus.KILLED,
+    TrialCondition.FAILED: api_pb2.TrialStatus.FAILED,
+    TrialCondition.METRICS_UNAVAILABLE: api_pb2.TrialStatus.METRICSUNAVAILABLE,
+    TrialCondition.EARLY_STOPPED: api_pb2.TrialStatus.EARLYSTOPPED,
+    TrialCondition.UNKNOWN: api_pb2.TrialStatus.UNKNOWN,
+}
+
+
+def trial_to_proto(trial: TrialRecord, metric: str = METRIC) -> Any:
+    """TrialRecord → api_pb2.Trial, with the objective as the only metric."""
+    out = api_pb2.Trial(name=trial.name)
+    for k, v in trial.assignments.items():
+        out.spec.parameter_assignments.assignments.add(name=k, value=v)
+    out.status.condition = _CONDITIONS[trial.condition]
+    if trial.objective_value is not None:
+        out.status.observation.metrics.add(name=metric, value=repr(trial.objective_value))
+    return out
+
+
+def check_point(specs: Sequence[ParameterSpec], point: Assignments) -> None:
+    """Assert every parameter is present, typed right, inside bounds and on its step."""
+    assert list(point) == [s.name for s in specs], point
+    for s in specs:
+        text = point[s.name]
+        if s.parameter_type in ("categorical", "discrete"):
+            assert text in s.list, (s.name, text)
+            continue
+        if s.parameter_type == "int":
+            number = int(text)  # an int must be written as one
+            lo_i, hi_i, step_i = int(s.min), int(s.max), int(s.step or 1)
+            assert lo_i <= number <= hi_i, (s.name, text)
+            assert (number - lo_i) % step_i == 0, (s.name, text)
+            continue
+        value = float(text)
+        lo, hi = float(s.min), float(s.max)
+        assert lo <= value <= hi, (s.name, text)
+        assert text == repr(float(text)), (s.name, text)  # shortest form, no float noise
+        if s.step:
+            k = (value - lo) / float(s.step)
+            assert math.isclose(k, round(k), abs_tol=1e-6), (s.name, text)
+
+
+class AlgorithmContract:
+    """The checks; needs an `algorithm_name` fixture from the subclass's module."""
+
+    #: Settings an algorithm needs to run at all (e.g. hyperband's r_l), by name.
+    REQUIRED_SETTINGS: ClassVar[dict[str, dict[str, str]]] = {}
+
+    # -- transport hooks ------------------------------------------------------
+
+    def call_suggest(
+        self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int
+    ) -> list[Assignments]:
+        """Ask for n points (a fresh instance per call, as a stateless server may)."""
+        algorithm = get_algorithm(experiment.algorithm_name)()
+        return [s.assignments for s in algorithm.suggest(experiment, trials, n)]
+
+    def call_validate(self, experiment: ExperimentInfo) -> None:
+        """Validate settings; raises InvalidArgumentError."""
+        get_algorithm(experiment.algorithm_name)().validate_settings(experiment)
+
+    # -- helpers ----------------------------------------------------------------
+
+    def specs_for(self, algorithm_name: str) -> list[ParameterSpec]:
+        return realistic_specs(finite=ALGORITHMS[algorithm_name].requires_finite_space)
+
+    def experiment(
+        self, algorithm_name: str, specs: Sequence[ParameterSpec] | None = None,
+        random_state: int | None = 42, **extra: str,
+    ) -> ExperimentInfo:
+        settings = dict(self.REQUIRED_SETTINGS.get(algorithm_name, {}))
+        has_seed = "random_state" in ALGORITHMS[algorithm_name].settings_schema
+        if random_state is not None and has_seed:
+            settings["random_state"] = str(random_state)
+        settings.update(extra)
+        return make_experiment(
+            algorithm_name, specs if specs is not None else self.specs_for(algorithm_name),
+            settings,
+        )
+
+    # -- the contract -------------------------------------------------------------
+
+    @pytest.mark.parametrize("n", [1, 3, 8])
+    def test_exactly_n_valid_points(self, algorithm_name: str, n: int) -> None:
+        exp = self.experiment(algorithm_name)
+        points = self.call_suggest(exp, [], n)
+        assert len(points) == n
+        for p in points:
+            check_point(exp.search_space.specs, p)
+
+    def test_values_in_bounds_on_step_with_history(self, algorithm_name: str) -> None:
+        exp = self.experiment(algorithm_name)
+        history: list[TrialRecord] = []
+        for _ in range(4):
+            points = self.call_suggest(exp, history, 10)
+            assert len(points) == 10
+            for p in points:
+                check_point(exp.search_space.specs, p)
+            history += as_history(points, start=len(history))
+
+    def test_deterministic(self, algorithm_name: str) -> None:
+        exp = self.experiment(algorithm_name, random_state=7)
+        history = as_history(self.call_suggest(exp, [], 5))
+        first = self.call_suggest(exp, history, 4)
+        assert self.call_suggest(exp, history, 4) == first
+        assert self.call_suggest(exp, list(history), 4) == first
+
+    def test_stateless(self, algorithm_name: str) -> None:
+        exp = self.experiment(algorithm_name, random_state=3)
+        history = as_history(self.call_suggest(exp, [], 4))
+        fresh = get_algorithm(algorithm_name)()
+        expected = [s.assignments for s in fresh.suggest(exp, history, 3)]
+        used = get_algorithm(algorithm_name)()
+        other = replace(exp, name="another-experiment")
+        for i in range(3):  # serve other requests first
+            used.suggest(other, as_history(self.call_suggest(other, [], 2), start=100 * i), 2)
+            used.suggest(exp, [], 2)
+        assert [s.assignments for s in used.suggest(exp, history, 3)] == expected
+        assert self.call_suggest(exp, history, 3) == expected
+
+    def test_accepts_foreign_history(self, algorithm_name: str) -> None:
+        exp = self.experiment(algorithm_name)
+        specs = exp.search_space.specs
+        own = self.call_suggest(exp, [], 6)
+        foreign = {"lr": "0.0123456", "wd": "0.05", "layers": "4", "optimizer": "adamw",
+                   "batch": "48"}
+        history = [
+            *as_history(own[:2], TrialCondition.SUCCEEDED),
+            *as_history(own[2:3], TrialCondition.FAILED, start=2),
+            *as_history(own[3:4], TrialCondition.RUNNING, start=3),
+            *as_history(own[4:5], TrialCondition.EARLY_STOPPED, start=4),
+            TrialRecord("no-metric", own[5], TrialCondition.SUCCEEDED, None),
+            TrialRecord("created", dict(foreign), TrialCondition.CREATED),
+            TrialRecord("not-ours", dict(foreign), TrialCondition.SUCCEEDED, 0.9),
+            TrialRecord("missing-param", {"lr": "0.05"}, TrialCondition.SUCCEEDED, 0.1),
+            TrialRecord("garbage", {"lr": "abc", "layers": "x"}, TrialCondition.FAILED),
+            TrialRecord("killed", dict(own[0]), TrialCondition.KILLED, 0.3),
+            TrialRecord("unknown", dict(own[1]), TrialCondition.UNKNOWN),
+        ]
+        points = self.call_suggest(exp, history, 5)
+        assert len(points) == 5
+        for p in points:
+            check_point(specs, p)
+
+    def test_no_duplicates_small_discrete_space(self, algorithm_name: str) -> None:
+        specs = tiny_specs()
+        exp = self.experiment(algorithm_name, specs)
+        batch = self.call_suggest(exp, [], 4)
+        assert len({tuple(p.items()) for p in batch}) == 4
+        history = as_history(batch[:2], TrialCondition.FAILED)
+        history += as_history(batch[2:3], TrialCondition.RUNNING, start=2)
+        seen = {tuple(p.items()) for p in batch[:3]}
+        rest = self.call_suggest(exp, history, 3)
+        assert len(rest) == 3
+        for p in rest:
+            check_point(specs, p)
+            assert tuple(p.items()) not in seen
+            seen.add(tuple(p.items()))
+
+    def test_exhausts_tiny_discrete_space(self, algorithm_name: str) -> None:
+        specs = tiny_specs()
+        exp = self.experiment(algorithm_name, specs)
+        history: list[TrialRecord] = []
+        seen: set[tuple[tuple[str, str], ...]] = set()
+        while len(history) < 6:
+            points = self.call_suggest(exp, history, 4)
+            # Short replies are allowed only when fewer points remain than requested.
+            assert len(points) == min(4, 6 - len(history))
+            for p in points:
+                assert tuple(p.items()) not in seen
+                seen.add(tuple(p.items()))
+            history += as_history(points, start=len(history))
+        assert len(seen) == 6
+        with pytest.raises(SearchSpaceExhaustedError):
+            self.call_suggest(exp, history, 1)
+        # Equivalent values written differently ("01") count as used points too.
+        rewritten = [replace(t, assignments={**t.assignments, "a": "0" + t.assignments["a"]})
+                     for t in history]
+        with pytest.raises(SearchSpaceExhaustedError):
+            self.call_suggest(exp, rewritten, 1)
+
+    def test_validate_accepts_good_settings(self, algorithm_name: str) -> None:
+        self.call_validate(self.experiment(algorithm_name, random_state=11))
+        self.call_validate(self.experiment(algorithm_name, random_state=None))
+
+    def test_validate_rejects_unknown_setting(self, algorithm_name: str) -> None:
+        exp = self.experiment(algorithm_name, no_such_setting="1")
+        with pytest.raises(InvalidArgumentError) as info:
+            self.call_validate(exp)
+        assert f"unknown setting no_such_setting for algorithm {algorithm_name}" in str(info.value)
+        with pytest.raises(InvalidArgumentError):
+            self.call_suggest(exp, [], 1)
+
+    @pytest.mark.parametrize("bad", ["-1", "abc", "1.5"])
+    def test_validate_rejects_bad_random_state(self, algorithm_name: str, bad: str) -> None:
+        if "random_state" not in ALGORITHMS[algorithm_name].settings_schema:
+            pytest.skip(f"{algorithm_name} has no random_state setting")
+        exp = self.experiment(algorithm_name, random_state=None)
+        exp = replace(exp, settings={**exp.settings, "random_state": bad})
+        with pytest.raises(InvalidArgumentError) as info:
+            self.call_validate(exp)
+        assert "random_state" in str(info.value)

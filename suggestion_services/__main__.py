@@ -1,0 +1,51 @@
+"""`python -m suggestion_services --algorithm NAME --port N [--host H]`.
+
+Prints one line, `suggestion service '<name>' listening on <host>:<port>`, which
+the controller parses, then serves until SIGTERM/SIGINT and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from katib.errors import KatibError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, start the server, block until a stop signal."""
+    parser = argparse.ArgumentParser(prog="python -m suggestion_services")
+    parser.add_argument("--algorithm", default=None,
+                        help="default algorithm (requests still pick by name); checked at start")
+    parser.add_argument("--port", type=int, default=6789, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+
+    from .server import serve  # after argument parsing: --help stays fast
+
+    try:
+        server, port = serve(args.algorithm, args.host, args.port)
+    except (KatibError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, KatibError) else 1
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    name = args.algorithm if args.algorithm is not None else "all"
+    print(f"suggestion service '{name}' listening on {args.host}:{port}", flush=True)
+    while not stop.wait(1.0):
+        pass
+    server.stop(grace=5).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
