@@ -29,21 +29,42 @@ PROGRAM = "import sys; print('accuracy=' + sys.argv[1].split('=')[1])"
 def experiment(path: Path, trials: int, parallel: int) -> Path:
     (path / "trial.py").write_text(PROGRAM)
     doc = {
-        "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
         "metadata": {"name": f"overhead-p{parallel}"},
         "spec": {
             "objective": {"type": "maximize", "objectiveMetricName": "accuracy"},
             "algorithm": {"algorithmName": "random"},
-            "parallelTrialCount": parallel, "maxTrialCount": trials,
-            "parameters": [{"name": "x", "parameterType": "double",
-                            "feasibleSpace": {"min": "0", "max": "1"}}],
+            "parallelTrialCount": parallel,
+            "maxTrialCount": trials,
+            "parameters": [
+                {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}}
+            ],
             "trialTemplate": {
                 "primaryContainerName": "main",
                 "trialParameters": [{"name": "x", "reference": "x"}],
-                "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {
-                    "spec": {"restartPolicy": "Never", "containers": [{
-                        "name": "main", "image": "python",
-                        "command": ["python3", "trial.py", "--x=${trialParameters.x}"]}]}}}},
+                "trialSpec": {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {
+                                        "name": "main",
+                                        "image": "python",
+                                        "command": [
+                                            "python3",
+                                            "trial.py",
+                                            "--x=${trialParameters.x}",
+                                        ],
+                                    }
+                                ],
+                            }
+                        }
+                    },
+                },
             },
         },
     }
@@ -56,21 +77,32 @@ def bare(path: Path, trials: int, parallel: int) -> float:
     command = [sys.executable, str(path / "trial.py"), "--x=0.5"]
     start = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(lambda _: subprocess.run(command, capture_output=True, check=True),
-                      range(trials)))
+        list(
+            pool.map(
+                lambda _: subprocess.run(command, capture_output=True, check=True), range(trials)
+            )
+        )
     return time.perf_counter() - start
 
 
 def through_katib(path: Path, file: Path, data: Path) -> tuple[float, float]:
     env = {**os.environ, "KATIB_DATA_DIR": str(data)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "katib.cli.main", "run", "-q", str(file)], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "katib.cli.main", "run", "-q", str(file)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     total = time.perf_counter() - start
     # start-up: the same command on the finished experiment does no trial work
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "katib.cli.main", "run", "-q", str(file)], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "katib.cli.main", "run", "-q", str(file)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return total, time.perf_counter() - start
 
 
@@ -79,8 +111,10 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--parallel", default="1,4")
     args = parser.parse_args(argv)
-    lines = ["| parallel | trials | bare s | katib s | katib start-up s | overhead ms/trial |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| parallel | trials | bare s | katib s | katib start-up s | overhead ms/trial |",
+        "|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for parallel in [int(p) for p in args.parallel.split(",")]:
@@ -88,8 +122,10 @@ def main(argv: list[str] | None = None) -> list[str]:
             bare_s = bare(root, args.trials, parallel)
             katib_s, startup_s = through_katib(root, file, root / f"data-{parallel}")
             per_trial = (katib_s - startup_s - bare_s) / args.trials * parallel * 1000
-            lines.append(f"| {parallel} | {args.trials} | {bare_s:.2f} | {katib_s:.2f} | "
-                         f"{startup_s:.2f} | {per_trial:.0f} |")
+            lines.append(
+                f"| {parallel} | {args.trials} | {bare_s:.2f} | {katib_s:.2f} | "
+                f"{startup_s:.2f} | {per_trial:.0f} |"
+            )
             print(lines[-1], flush=True)
     return lines
 

@@ -34,7 +34,9 @@ def generate(out_dir: Path) -> None:
         raise SystemExit("protoc failed")
     grpc_file = out_dir / "api_pb2_grpc.py"
     # protoc writes a top-level import; the stubs live inside a package.
-    text = re.sub(r"^import api_pb2 as", "from . import api_pb2 as", grpc_file.read_text(), flags=re.M)
+    text = re.sub(
+        r"^import api_pb2 as", "from . import api_pb2 as", grpc_file.read_text(), flags=re.M
+    )
     grpc_file.write_text(text)
 
 

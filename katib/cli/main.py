@@ -46,13 +46,21 @@ def _handle_errors(func: F) -> F:
 
 
 def _storage_options(func: F) -> F:
-    func = click.option("--db", "db_url", envvar="KATIB_DB", default=None,
-                        help="Storage URL (sqlite:///..., postgresql://..., mysql://...). "
-                             "Default: a SQLite file in the data directory.")(func)
-    func = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        envvar="KATIB_DATA_DIR", default=None,
-                        help="Where the database, trial logs and work files live "
-                             "(default ~/.katib).")(func)
+    func = click.option(
+        "--db",
+        "db_url",
+        envvar="KATIB_DB",
+        default=None,
+        help="Storage URL (sqlite:///..., postgresql://..., mysql://...). "
+        "Default: a SQLite file in the data directory.",
+    )(func)
+    func = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="KATIB_DATA_DIR",
+        default=None,
+        help="Where the database, trial logs and work files live (default ~/.katib).",
+    )(func)
     return func
 
 
@@ -68,8 +76,10 @@ def _open_storage(data_dir: Path | None, db_url: str | None) -> Any:
 @click.option("-v", "--verbose", is_flag=True, help="Log what the controller does.")
 def cli(verbose: bool) -> None:
     """Katib-compatible hyperparameter tuning on this machine."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @cli.command()
@@ -106,24 +116,32 @@ def run(file: Path, data_dir: Path | None, db_url: str | None, quiet: bool) -> N
     progress = Progress(console, quiet=quiet)
     with Runtime(data_dir=data_dir, db_url=db_url, notice=progress.notice) as runtime:
         stored = runtime.submit(experiment, experiment_dir=file.parent)
-        console.print(f"experiment {stored.namespace}/{stored.name}: "
-                      f"{len(runtime.storage.list_trials(stored.name, stored.namespace))} "
-                      f"trial(s) stored, data in {runtime.data_dir}")
+        console.print(
+            f"experiment {stored.namespace}/{stored.name}: "
+            f"{len(runtime.storage.list_trials(stored.name, stored.namespace))} "
+            f"trial(s) stored, data in {runtime.data_dir}"
+        )
         try:
             with progress:
-                final = runtime.run(stored.name, stored.namespace, on_pass=progress.update,
-                                    should_stop=lambda: stop_requested)
+                final = runtime.run(
+                    stored.name,
+                    stored.namespace,
+                    on_pass=progress.update,
+                    should_stop=lambda: stop_requested,
+                )
         except KeyboardInterrupt:
-            err_console.print("interrupted: running trials keep running; "
-                              f"run `katib run {file}` again to resume")
+            err_console.print(
+                f"interrupted: running trials keep running; run `katib run {file}` again to resume"
+            )
             sys.exit(130)
         if stop_requested:
             err_console.print("stopped: run the same command again to resume")
             sys.exit(143)
         trials = runtime.storage.list_trials(final.name, final.namespace)
         _print_result(final, trials)
-        if final.status and any(c.type == "Failed" and c.status == "True"
-                                for c in final.status.conditions):
+        if final.status and any(
+            c.type == "Failed" and c.status == "True" for c in final.status.conditions
+        ):
             sys.exit(EXPERIMENT_FAILED)
 
 
@@ -161,19 +179,34 @@ def _trial_value(experiment: Experiment, trial: Trial, name: str) -> str:
 @click.argument("kind", type=click.Choice(["experiments", "experiment", "trials", "trial"]))
 @click.argument("name", required=False)
 @click.option("-n", "--namespace", default=None, help="Namespace (default: all for experiments).")
-@click.option("-e", "--experiment", "experiment_name", default=None,
-              help="Only the trials of this experiment.")
+@click.option(
+    "-e",
+    "--experiment",
+    "experiment_name",
+    default=None,
+    help="Only the trials of this experiment.",
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
 @_storage_options
 @_handle_errors
-def get(kind: str, name: str | None, namespace: str | None, experiment_name: str | None,
-        output: str, data_dir: Path | None, db_url: str | None) -> None:
+def get(
+    kind: str,
+    name: str | None,
+    namespace: str | None,
+    experiment_name: str | None,
+    output: str,
+    data_dir: Path | None,
+    db_url: str | None,
+) -> None:
     """List experiments or trials (with their metrics)."""
     storage = _open_storage(data_dir, db_url)
     try:
         if kind.startswith("experiment"):
-            experiments = ([storage.get_experiment(name, namespace or "default")] if name
-                           else storage.list_experiments(namespace))
+            experiments = (
+                [storage.get_experiment(name, namespace or "default")]
+                if name
+                else storage.list_experiments(namespace)
+            )
             if output != "table":
                 _dump([e.to_dict() for e in experiments], output)
                 return
@@ -185,22 +218,32 @@ def get(kind: str, name: str | None, namespace: str | None, experiment_name: str
                 objective = exp.spec.objective.objective_metric_name if exp.spec.objective else ""
                 best = ""
                 if optimal and optimal.best_trial_name:
-                    best_trial = next((t for t in trials if t.name == optimal.best_trial_name),
-                                      None)
+                    best_trial = next(
+                        (t for t in trials if t.name == optimal.best_trial_name), None
+                    )
                     if best_trial is not None and objective:
                         best = _trial_value(exp, best_trial, objective)
                 algorithm = exp.spec.algorithm.algorithm_name if exp.spec.algorithm else ""
                 total = exp.spec.max_trial_count
-                table.add_row(exp.namespace, exp.name, algorithm or "", _last_condition(exp)[0],
-                              f"{done}/{total if total is not None else '-'}", best)
+                table.add_row(
+                    exp.namespace,
+                    exp.name,
+                    algorithm or "",
+                    _last_condition(exp)[0],
+                    f"{done}/{total if total is not None else '-'}",
+                    best,
+                )
             console.print(table)
             return
         if name:
             trial = storage.get_trial(name, namespace or "default")
             _dump([trial.to_dict()], "yaml" if output == "table" else output)
             return
-        experiments = ([storage.get_experiment(experiment_name, namespace or "default")]
-                       if experiment_name else storage.list_experiments(namespace))
+        experiments = (
+            [storage.get_experiment(experiment_name, namespace or "default")]
+            if experiment_name
+            else storage.list_experiments(namespace)
+        )
         rows: list[tuple[Experiment, Trial]] = [
             (exp, t) for exp in experiments for t in storage.list_trials(exp.name, exp.namespace)
         ]
@@ -219,9 +262,13 @@ def get(kind: str, name: str | None, namespace: str | None, experiment_name: str
         table = Table("EXPERIMENT", "TRIAL", "STATUS", *metric_names, *param_names)
         for exp, trial in rows:
             values = trial.assignments
-            table.add_row(exp.name, trial.name, trial.condition.value,
-                          *[_trial_value(exp, trial, m) for m in metric_names],
-                          *[values.get(p, "") for p in param_names])
+            table.add_row(
+                exp.name,
+                trial.name,
+                trial.condition.value,
+                *[_trial_value(exp, trial, m) for m in metric_names],
+                *[values.get(p, "") for p in param_names],
+            )
         console.print(table)
     finally:
         storage.close()
@@ -240,14 +287,17 @@ def _dump(docs: list[dict[str, Any]], output: str) -> None:
 @click.option("-n", "--namespace", default="default")
 @_storage_options
 @_handle_errors
-def describe(kind: str, name: str, namespace: str, data_dir: Path | None,
-             db_url: str | None) -> None:
+def describe(
+    kind: str, name: str, namespace: str, data_dir: Path | None, db_url: str | None
+) -> None:
     """Show an experiment's (or trial's) spec, conditions and optimal trial."""
     storage = _open_storage(data_dir, db_url)
     try:
         if kind == "trial":
-            click.echo(yaml.safe_dump(storage.get_trial(name, namespace).to_dict(),
-                                      sort_keys=False), nl=False)
+            click.echo(
+                yaml.safe_dump(storage.get_trial(name, namespace).to_dict(), sort_keys=False),
+                nl=False,
+            )
             return
         experiment = storage.get_experiment(name, namespace)
         trials = storage.list_trials(name, namespace)
@@ -263,8 +313,9 @@ def describe(kind: str, name: str, namespace: str, data_dir: Path | None,
 @click.option("-f", "--follow", is_flag=True, help="Keep printing while the trial runs.")
 @_storage_options
 @_handle_errors
-def logs(trial: str, namespace: str, follow: bool, data_dir: Path | None,
-         db_url: str | None) -> None:
+def logs(
+    trial: str, namespace: str, follow: bool, data_dir: Path | None, db_url: str | None
+) -> None:
     """Print a trial's output (stdout and stderr)."""
     from katib.executors.local import LocalExecutor
 
@@ -296,8 +347,7 @@ def logs(trial: str, namespace: str, follow: bool, data_dir: Path | None,
 @click.option("-n", "--namespace", default="default")
 @_storage_options
 @_handle_errors
-def delete(kind: str, name: str, namespace: str, data_dir: Path | None,
-           db_url: str | None) -> None:
+def delete(kind: str, name: str, namespace: str, data_dir: Path | None, db_url: str | None) -> None:
     """Delete an experiment, stopping its running trials and removing their logs."""
     from katib.executors.local import LocalExecutor
 

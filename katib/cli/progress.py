@@ -23,8 +23,10 @@ def summary(experiment: Experiment, trials: list[Trial]) -> str:
         name = st.current_optimal_trial.best_trial_name
         value = next((objective_value(experiment, t) for t in trials if t.name == name), None)
         best = f"{value:.6g} ({name})" if value is not None else name
-    return (f"trials {done}/{total if total is not None else '∞'} done, {running} running, "
-            f"{failed} failed; best {best}")
+    return (
+        f"trials {done}/{total if total is not None else '∞'} done, {running} running, "
+        f"{failed} failed; best {best}"
+    )
 
 
 class Progress:
@@ -38,8 +40,9 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal and not self.quiet:
-            self._live = Live(Text("starting..."), console=self.console, refresh_per_second=8,
-                              transient=False)
+            self._live = Live(
+                Text("starting..."), console=self.console, refresh_per_second=8, transient=False
+            )
             self._live.__enter__()
         return self
 

@@ -50,7 +50,11 @@ def experiment_to_pb(
 ) -> api_pb2.Experiment:
     """`extra_settings` are settings a service returned earlier; they override the spec's."""
     spec = experiment.spec
-    settings = {s.name: s.value for s in (spec.algorithm.algorithm_settings or [])} if spec.algorithm else {}
+    settings = (
+        {s.name: s.value for s in (spec.algorithm.algorithm_settings or [])}
+        if spec.algorithm
+        else {}
+    )
     settings.update(dict(extra_settings))
     parameters = []
     for p in spec.parameters or []:
@@ -58,7 +62,9 @@ def experiment_to_pb(
         parameters.append(
             api_pb2.ParameterSpec(
                 name=p.name or "",
-                parameter_type=_PARAMETER_TYPES.get(str(p.parameter_type or ""), api_pb2.UNKNOWN_TYPE),
+                parameter_type=_PARAMETER_TYPES.get(
+                    str(p.parameter_type or ""), api_pb2.UNKNOWN_TYPE
+                ),
                 feasible_space=api_pb2.FeasibleSpace(
                     max=(fs.max or "") if fs else "",
                     min=(fs.min or "") if fs else "",

@@ -15,8 +15,8 @@ from katib.api.models import (
     Experiment,
     Metric,
     MetricStrategyType,
-    Observation,
     ObjectiveType,
+    Observation,
     OptimalTrial,
     Trial,
     TrialConditionType,
@@ -42,7 +42,7 @@ def strategies_of(experiment: Experiment) -> dict[str, str]:
         ObjectiveType.MAXIMIZE: MetricStrategyType.MAX,
     }.get(ObjectiveType(objective.type or ""), MetricStrategyType.LATEST)
     result: dict[str, str] = {}
-    names = [objective.objective_metric_name or ""] + list(objective.additional_metric_names or [])
+    names = [objective.objective_metric_name or "", *list(objective.additional_metric_names or [])]
     explicit = {s.name: str(s.value) for s in objective.metric_strategies or []}
     for name in names:
         if name:

@@ -91,11 +91,14 @@ class Controller:
             self.executor.launch(trial, self._context(experiment))
             crash_point("after_launch")
         except errors.ExecutorError as exc:
-            status.mark_trial(trial, TrialConditionType.FAILED, "TrialFailed",
-                              f"Trial has failed. Job message: {exc}")
+            status.mark_trial(
+                trial,
+                TrialConditionType.FAILED,
+                "TrialFailed",
+                f"Trial has failed. Job message: {exc}",
+            )
         else:
-            status.mark_trial(trial, TrialConditionType.RUNNING, "TrialRunning",
-                              "Trial is running")
+            status.mark_trial(trial, TrialConditionType.RUNNING, "TrialRunning", "Trial is running")
         self.storage.update_trial_status(trial)
 
     def _finish(self, experiment: Experiment, trial: Trial, outcome: TrialOutcome) -> None:
@@ -109,29 +112,42 @@ class Controller:
         entries = self.storage.get_observation_log(trial.name)
         trial.status.observation = observation.build_observation(entries, names)
         if outcome.phase == TrialPhase.LOST:
-            status.mark_trial(trial, TrialConditionType.FAILED, "TrialLost",
-                              f"Trial has failed: {outcome.message}")
+            status.mark_trial(
+                trial,
+                TrialConditionType.FAILED,
+                "TrialLost",
+                f"Trial has failed: {outcome.message}",
+            )
         elif not outcome.succeeded:
             message = "Trial has failed"
             if outcome.message:
                 message += f". Job message: {outcome.message}"
             status.mark_trial(trial, TrialConditionType.FAILED, "TrialFailed", message)
         elif observation.objective_value(experiment, trial) is not None:
-            status.mark_trial(trial, TrialConditionType.SUCCEEDED, "TrialSucceeded",
-                              "Trial has succeeded")
+            status.mark_trial(
+                trial, TrialConditionType.SUCCEEDED, "TrialSucceeded", "Trial has succeeded"
+            )
         else:
             objective = experiment.spec.objective
             metric = objective.objective_metric_name if objective else ""
             seen = any(e.metric_name == metric for e in entries)
-            detail = (f"objective metric {metric} had no finite value" if seen
-                      else f"objective metric {metric} was not reported")
-            status.mark_trial(trial, TrialConditionType.METRICS_UNAVAILABLE,
-                              "MetricsUnavailable", f"Metrics are not available: {detail}")
+            detail = (
+                f"objective metric {metric} had no finite value"
+                if seen
+                else f"objective metric {metric} was not reported"
+            )
+            status.mark_trial(
+                trial,
+                TrialConditionType.METRICS_UNAVAILABLE,
+                "MetricsUnavailable",
+                f"Metrics are not available: {detail}",
+            )
         crash_point("before_finish")
         self.storage.update_trial_status(trial)
 
-    def _build_trial(self, experiment: Experiment, name: str, assignments: dict[str, str],
-                     labels: dict[str, str]) -> Trial:
+    def _build_trial(
+        self, experiment: Experiment, name: str, assignments: dict[str, str], labels: dict[str, str]
+    ) -> Trial:
         template = experiment.spec.trial_template
         assert template is not None
         both = bool(template.success_condition and template.failure_condition)
@@ -139,8 +155,11 @@ class Controller:
             metadata=ObjectMeta(
                 name=name,
                 namespace=experiment.namespace,
-                labels={**(experiment.metadata.labels or {}), EXPERIMENT_LABEL: experiment.name,
-                        **labels},
+                labels={
+                    **(experiment.metadata.labels or {}),
+                    EXPERIMENT_LABEL: experiment.name,
+                    **labels,
+                },
             ),
             spec=TrialSpec(
                 objective=experiment.spec.objective,
@@ -160,8 +179,13 @@ class Controller:
         status.mark_trial(trial, TrialConditionType.CREATED, "TrialCreated", "Trial is created")
         return trial
 
-    def _create_trials(self, experiment: Experiment, trials: Sequence[Trial], count: int,
-                       exp_status: ExperimentStatus) -> list[Trial]:
+    def _create_trials(
+        self,
+        experiment: Experiment,
+        trials: Sequence[Trial],
+        count: int,
+        exp_status: ExperimentStatus,
+    ) -> list[Trial]:
         key = (experiment.namespace, experiment.name)
         algorithm = experiment.spec.algorithm
         client = self._client_for(algorithm.algorithm_name or "" if algorithm else "")
@@ -185,8 +209,9 @@ class Controller:
             reply.assignments, reply.trial_names, reply.labels, strict=True
         ):
             new.append(
-                self._build_trial(experiment, name or new_trial_name(experiment.name),
-                                  assignments, labels)
+                self._build_trial(
+                    experiment, name or new_trial_name(experiment.name), assignments, labels
+                )
             )
         if new:
             self.storage.create_trials(experiment.name, experiment.namespace, new)
@@ -200,10 +225,15 @@ class Controller:
         result = PassResult(experiment=experiment, trials=trials)
         if status.is_experiment_completed(experiment):
             return result
+        stored_status = experiment.status.to_dict() if experiment.status else None
         exp_status = experiment.status or ExperimentStatus()
         if not exp_status.conditions:
-            status.mark_experiment(exp_status, ExperimentConditionType.CREATED,
-                                   "ExperimentCreated", "Experiment is created")
+            status.mark_experiment(
+                exp_status,
+                ExperimentConditionType.CREATED,
+                "ExperimentCreated",
+                "Experiment is created",
+            )
             exp_status.start_time = status.now_rfc3339()
 
         for trial in trials:
@@ -214,8 +244,9 @@ class Controller:
                 self._launch(experiment, trial)
             elif outcome.phase == TrialPhase.RUNNING:
                 if trial.condition == TrialConditionType.CREATED:
-                    status.mark_trial(trial, TrialConditionType.RUNNING, "TrialRunning",
-                                      "Trial is running")
+                    status.mark_trial(
+                        trial, TrialConditionType.RUNNING, "TrialRunning", "Trial is running"
+                    )
                     self.storage.update_trial_status(trial)
             else:
                 self._finish(experiment, trial, outcome)
@@ -239,12 +270,14 @@ class Controller:
 
         exp_status.current_optimal_trial = observation.optimal_trial(experiment, trials)
         status.aggregate(exp_status, trials)
-        self.storage.update_experiment_status(name, namespace, exp_status)
+        if experiment.status is None or exp_status.to_dict() != stored_status:
+            self.storage.update_experiment_status(name, namespace, exp_status)
         experiment.status = exp_status
         return result
 
-    def _decide(self, experiment: Experiment, exp_status: ExperimentStatus,
-                trials: list[Trial]) -> bool:
+    def _decide(
+        self, experiment: Experiment, exp_status: ExperimentStatus, trials: list[Trial]
+    ) -> bool:
         """Set the experiment's condition; True when it has reached an end."""
         counts = status.aggregate(exp_status, trials)
         spec = experiment.spec
@@ -252,36 +285,68 @@ class Controller:
         if trials:
             best = observation.optimal_trial(experiment, trials)
             failed = counts["failed"] + counts["metrics_unavailable"]
-            completed = (counts["succeeded"] + counts["failed"] + counts["killed"]
-                         + counts["early_stopped"] + counts["metrics_unavailable"])
+            completed = (
+                counts["succeeded"]
+                + counts["failed"]
+                + counts["killed"]
+                + counts["early_stopped"]
+                + counts["metrics_unavailable"]
+            )
             if observation.goal_reached(experiment, best):
-                done = (ExperimentConditionType.SUCCEEDED, "ExperimentGoalReached",
-                        "Experiment has succeeded because Objective goal has reached")
-            elif (spec.max_failed_trial_count is not None and failed
-                  and failed >= spec.max_failed_trial_count):
-                done = (ExperimentConditionType.FAILED, "ExperimentFailed",
-                        "Experiment has failed because max failed count has reached")
+                done = (
+                    ExperimentConditionType.SUCCEEDED,
+                    "ExperimentGoalReached",
+                    "Experiment has succeeded because Objective goal has reached",
+                )
+            elif (
+                spec.max_failed_trial_count is not None
+                and failed
+                and failed >= spec.max_failed_trial_count
+            ):
+                done = (
+                    ExperimentConditionType.FAILED,
+                    "ExperimentFailed",
+                    "Experiment has failed because max failed count has reached",
+                )
             elif spec.max_trial_count is not None and completed >= spec.max_trial_count:
-                done = (ExperimentConditionType.SUCCEEDED, "ExperimentMaxTrialsReached",
-                        "Experiment has succeeded because max trial count has reached")
-            elif ((experiment.namespace, experiment.name) in self._exhausted
-                  and counts["pending"] + counts["running"] == 0):
-                done = (ExperimentConditionType.SUCCEEDED, "ExperimentSuggestionEndReached",
-                        "Experiment has succeeded because suggestion service has reached the "
-                        "end: every point of the search space has been tried")
+                done = (
+                    ExperimentConditionType.SUCCEEDED,
+                    "ExperimentMaxTrialsReached",
+                    "Experiment has succeeded because max trial count has reached",
+                )
+            elif (experiment.namespace, experiment.name) in self._exhausted and counts[
+                "pending"
+            ] + counts["running"] == 0:
+                done = (
+                    ExperimentConditionType.SUCCEEDED,
+                    "ExperimentSuggestionEndReached",
+                    "Experiment has succeeded because suggestion service has reached the "
+                    "end: every point of the search space has been tried",
+                )
         elif (experiment.namespace, experiment.name) in self._exhausted:
-            done = (ExperimentConditionType.SUCCEEDED, "ExperimentSuggestionEndReached",
-                    "Experiment has succeeded because suggestion service has reached the end")
+            done = (
+                ExperimentConditionType.SUCCEEDED,
+                "ExperimentSuggestionEndReached",
+                "Experiment has succeeded because suggestion service has reached the end",
+            )
         if done is None:
             if trials and not status.has_condition(exp_status.conditions, "Running"):
-                status.mark_experiment(exp_status, ExperimentConditionType.RUNNING,
-                                       "ExperimentRunning", "Experiment is running")
+                status.mark_experiment(
+                    exp_status,
+                    ExperimentConditionType.RUNNING,
+                    "ExperimentRunning",
+                    "Experiment is running",
+                )
             return False
         for trial in trials:
             if not trial.is_completed:
                 self.executor.stop(trial)
-                status.mark_trial(trial, TrialConditionType.KILLED, "TrialKilled",
-                                  f"Trial was stopped because the experiment ended ({done[1]})")
+                status.mark_trial(
+                    trial,
+                    TrialConditionType.KILLED,
+                    "TrialKilled",
+                    f"Trial was stopped because the experiment ended ({done[1]})",
+                )
                 self.storage.update_trial_status(trial)
         status.aggregate(exp_status, trials)
         status.mark_experiment(exp_status, done[0], done[1], done[2])
@@ -292,8 +357,12 @@ class Controller:
         experiment = self.storage.get_experiment(name, namespace)
         exp_status = experiment.status or ExperimentStatus(conditions=[])
         if not exp_status.conditions:
-            exp_status.conditions = [Condition(type="Created", reason="ExperimentCreated",
-                                               message="Experiment is created")]
-        status.mark_experiment(exp_status, ExperimentConditionType.FAILED, "ExperimentFailed",
-                               message)
+            exp_status.conditions = [
+                Condition(
+                    type="Created", reason="ExperimentCreated", message="Experiment is created"
+                )
+            ]
+        status.mark_experiment(
+            exp_status, ExperimentConditionType.FAILED, "ExperimentFailed", message
+        )
         self.storage.update_experiment_status(name, namespace, exp_status)

@@ -61,12 +61,12 @@ def owner_is_dead(owner: str) -> bool:
 
 @dataclass
 class RunOptions:
-    poll_interval: float = 0.1
+    poll_interval: float = 0.05
     heartbeat_interval: float = 5.0
 
 
 class Runtime:
-    """Everything one `katib run` (or an embedded SDK client) needs, started and stopped together."""
+    """What one `katib run` (or an embedded SDK client) needs, started and stopped together."""
 
     def __init__(
         self,
@@ -88,8 +88,9 @@ class Runtime:
         self._services: dict[str, SuggestionServiceProcess] = {}
         self._experiment_dirs: dict[tuple[str, str], Path] = {}
         self.owner = owner_identity()
-        self.controller = Controller(self.storage, self.executor, self.suggestion_client,
-                                     self.launch_context)
+        self.controller = Controller(
+            self.storage, self.executor, self.suggestion_client, self.launch_context
+        )
 
     # --- wiring --------------------------------------------------------------------
     def suggestion_client(self, algorithm: str) -> SuggestionClient:
@@ -129,8 +130,9 @@ class Runtime:
             return self.storage.get_experiment(experiment.name, experiment.namespace)
         new_spec = experiment.spec.to_dict()
         old_spec = stored.spec.to_dict()
-        changed = sorted(k for k in set(new_spec) | set(old_spec)
-                         if new_spec.get(k) != old_spec.get(k))
+        changed = sorted(
+            k for k in set(new_spec) | set(old_spec) if new_spec.get(k) != old_spec.get(k)
+        )
         forbidden = [k for k in changed if k not in BUDGET_FIELDS]
         if forbidden:
             raise errors.AlreadyExistsError(
@@ -155,17 +157,31 @@ class Runtime:
         exp_status = experiment.status
         if exp_status is None or not status.is_experiment_completed(experiment):
             return
-        succeeded = next((c for c in exp_status.conditions
-                          if c.type == ExperimentConditionType.SUCCEEDED and c.status == "True"),
-                         None)
+        succeeded = next(
+            (
+                c
+                for c in exp_status.conditions
+                if c.type == ExperimentConditionType.SUCCEEDED and c.status == "True"
+            ),
+            None,
+        )
         max_trials = experiment.spec.max_trial_count
-        if succeeded is None or succeeded.reason != "ExperimentMaxTrialsReached" or \
-                max_trials is None or max_trials <= trial_count:
+        if (
+            succeeded is None
+            or succeeded.reason != "ExperimentMaxTrialsReached"
+            or max_trials is None
+            or max_trials <= trial_count
+        ):
             return
-        exp_status.conditions = [c for c in exp_status.conditions
-                                 if c.type not in ("Succeeded", "Failed")]
-        status.mark_experiment(exp_status, ExperimentConditionType.RESTARTING,
-                               "ExperimentRestarting", "Experiment is restarted")
+        exp_status.conditions = [
+            c for c in exp_status.conditions if c.type not in ("Succeeded", "Failed")
+        ]
+        status.mark_experiment(
+            exp_status,
+            ExperimentConditionType.RESTARTING,
+            "ExperimentRestarting",
+            "Experiment is restarted",
+        )
         exp_status.completion_time = None
         self.storage.update_experiment_status(experiment.name, experiment.namespace, exp_status)
 
@@ -196,11 +212,14 @@ class Runtime:
                 try:
                     result = self.controller.reconcile(name, namespace)
                 except errors.InvalidArgumentError as exc:
-                    self.controller.fail_experiment(name, namespace,
-                                                    f"Suggestion has failed: {exc}")
+                    self.controller.fail_experiment(
+                        name, namespace, f"Suggestion has failed: {exc}"
+                    )
                     result = self.controller.reconcile(name, namespace)
                 except errors.InvalidSpecError as exc:
-                    self.controller.fail_experiment(name, namespace, f"Suggestion has failed: {exc}")
+                    self.controller.fail_experiment(
+                        name, namespace, f"Suggestion has failed: {exc}"
+                    )
                     result = self.controller.reconcile(name, namespace)
                 except errors.UnavailableError as exc:
                     log.warning("retrying after: %s", exc)
@@ -229,6 +248,10 @@ class Runtime:
     def __enter__(self) -> Runtime:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()

@@ -1,4 +1,4 @@
-"""Conditions and the experiment's aggregated status, kept as Katib keeps them (ref 2.3, 2.4, 3.4)."""
+"""Conditions and the experiment's aggregated status, kept as Katib keeps them (ref 2.3-3.4)."""
 
 from __future__ import annotations
 
@@ -33,13 +33,25 @@ def set_condition(
         transition = existing.last_transition_time if existing.status == status else now
         del conditions[i]
         conditions.append(
-            Condition(type=type_, status=status, reason=reason, message=message,
-                      last_update_time=now, last_transition_time=transition)
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_update_time=now,
+                last_transition_time=transition,
+            )
         )
         return
     conditions.append(
-        Condition(type=type_, status=status, reason=reason, message=message,
-                  last_update_time=now, last_transition_time=now)
+        Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_update_time=now,
+            last_transition_time=now,
+        )
     )
 
 
@@ -73,8 +85,9 @@ def mark_trial(trial: Trial, type_: TrialConditionType, reason: str, message: st
     set_condition(conditions, type_, "True", reason, message)
 
 
-def mark_experiment(status: ExperimentStatus, type_: ExperimentConditionType, reason: str,
-                    message: str) -> None:
+def mark_experiment(
+    status: ExperimentStatus, type_: ExperimentConditionType, reason: str, message: str
+) -> None:
     if type_ in (ExperimentConditionType.SUCCEEDED, ExperimentConditionType.FAILED):
         _keep_running_reason(status.conditions)
         status.completion_time = now_rfc3339()

@@ -44,8 +44,10 @@ class SuggestionClient:
         self.address = address
         self._channel = grpc.insecure_channel(
             address,
-            options=[("grpc.max_receive_message_length", 256 * 1024 * 1024),
-                     ("grpc.max_send_message_length", 256 * 1024 * 1024)],
+            options=[
+                ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                ("grpc.max_send_message_length", 256 * 1024 * 1024),
+            ],
         )
         self._stub = api_pb2_grpc.SuggestionStub(self._channel)
 
@@ -126,8 +128,17 @@ class SuggestionServiceProcess:
         stderr = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "suggestion_services", "--algorithm", self.algorithm,
-                 "--host", "127.0.0.1", "--port", "0"],
+                [
+                    sys.executable,
+                    "-m",
+                    "suggestion_services",
+                    "--algorithm",
+                    self.algorithm,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                ],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,

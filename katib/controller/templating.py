@@ -43,7 +43,11 @@ def _meta_value(key: str, template: Mapping[str, Any], trial_name: str, namespac
             ]
         )
     raise InvalidSpecError(
-        [Problem("spec.trialTemplate.trialParameters", f"illegal reference of trial metadata: {key}")]
+        [
+            Problem(
+                "spec.trialTemplate.trialParameters", f"illegal reference of trial metadata: {key}"
+            )
+        ]
     )
 
 

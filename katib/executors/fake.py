@@ -63,8 +63,7 @@ class FakeExecutor(BaseExecutor):
         if state is None:
             return TrialOutcome(TrialPhase.NOT_STARTED)
         if state.stopped:
-            return TrialOutcome(TrialPhase.FINISHED, exit_code=None, signal=15,
-                                message="stopped")
+            return TrialOutcome(TrialPhase.FINISHED, exit_code=None, signal=15, message="stopped")
         if state.polls_left > 0:
             state.polls_left -= 1
             return TrialOutcome(TrialPhase.RUNNING)

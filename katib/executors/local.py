@@ -14,6 +14,7 @@ On restart the controller finds the trial in one of four states from files alone
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -111,8 +112,11 @@ class LocalExecutor(BaseExecutor):
 
     def launch(self, trial: Trial, context: LaunchContext) -> None:
         collector = context.experiment.spec.metrics_collector_spec
-        kind = CollectorKind(str(collector.collector.kind)) if collector and collector.collector \
-            and collector.collector.kind else CollectorKind.STDOUT
+        kind = (
+            CollectorKind(str(collector.collector.kind))
+            if collector and collector.collector and collector.collector.kind
+            else CollectorKind.STDOUT
+        )
         if kind not in _SUPPORTED_COLLECTORS:
             raise ExecutorError(
                 f"metrics collector kind {kind.value} is not supported by the local executor yet"
@@ -132,14 +136,23 @@ class LocalExecutor(BaseExecutor):
             names = [objective.objective_metric_name or ""] if objective else []
             names += list(objective.additional_metric_names or []) if objective else []
             collector_argv = [
-                sys.executable, "-m", "metrics_collector",
-                "--trial-name", trial.name,
-                "--metric-names", ",".join(n for n in names if n),
-                "--trial-dir", str(directory),
-                "--db-manager-address", context.db_manager_address,
+                sys.executable,
+                "-m",
+                "metrics_collector",
+                "--trial-name",
+                trial.name,
+                "--metric-names",
+                ",".join(n for n in names if n),
+                "--trial-dir",
+                str(directory),
+                "--db-manager-address",
+                context.db_manager_address,
             ]
             if context.db_manager_address_file is not None:
-                collector_argv += ["--db-manager-address-file", str(context.db_manager_address_file)]
+                collector_argv += [
+                    "--db-manager-address-file",
+                    str(context.db_manager_address_file),
+                ]
             source = collector.source if collector else None
             for regex in (source.filter.metrics_format or []) if source and source.filter else []:
                 collector_argv += ["--filter", regex]
@@ -211,8 +224,9 @@ class LocalExecutor(BaseExecutor):
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            return TrialOutcome(TrialPhase.FINISHED, exit_code=None,
-                                message=f"unreadable result file: {exc}")
+            return TrialOutcome(
+                TrialPhase.FINISHED, exit_code=None, message=f"unreadable result file: {exc}"
+            )
         unreported: list[MetricLogEntry] = []
         spool_name = data.get("unreported")
         if spool_name:
@@ -284,10 +298,8 @@ class LocalExecutor(BaseExecutor):
                 child.poll()
             time.sleep(0.05)
         if self._lock_held(self.trial_dir(trial)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def remove(self, trial: Trial) -> None:
         """Delete the trial's directory (logs and work files)."""

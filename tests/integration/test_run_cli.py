@@ -34,35 +34,66 @@ TRIAL_PROGRAM = textwrap.dedent(
 )
 
 
-def write_experiment(tmp_path: Path, name: str = "exp", max_trials: int = 8, parallel: int = 2,
-                     sleep: str = "0.3", algorithm: str = "random",
-                     extra_params: list[dict[str, Any]] | None = None) -> Path:
+def write_experiment(
+    tmp_path: Path,
+    name: str = "exp",
+    max_trials: int = 8,
+    parallel: int = 2,
+    sleep: str = "0.3",
+    algorithm: str = "random",
+    extra_params: list[dict[str, Any]] | None = None,
+) -> Path:
     (tmp_path / "trial.py").write_text(TRIAL_PROGRAM)
     doc = {
         "apiVersion": "kubeflow.org/v1beta1",
         "kind": "Experiment",
         "metadata": {"name": name},
         "spec": {
-            "objective": {"type": "maximize", "objectiveMetricName": "accuracy",
-                          "additionalMetricNames": ["loss"]},
-            "algorithm": {"algorithmName": algorithm,
-                          "algorithmSettings": [{"name": "random_state", "value": "3"}]},
+            "objective": {
+                "type": "maximize",
+                "objectiveMetricName": "accuracy",
+                "additionalMetricNames": ["loss"],
+            },
+            "algorithm": {
+                "algorithmName": algorithm,
+                "algorithmSettings": [{"name": "random_state", "value": "3"}],
+            },
             "parallelTrialCount": parallel,
             "maxTrialCount": max_trials,
             "maxFailedTrialCount": 0,
-            "parameters": [{"name": "x", "parameterType": "double",
-                            "feasibleSpace": {"min": "0.0", "max": "1.0"}}]
+            "parameters": [
+                {
+                    "name": "x",
+                    "parameterType": "double",
+                    "feasibleSpace": {"min": "0.0", "max": "1.0"},
+                }
+            ]
             + (extra_params or []),
             "trialTemplate": {
                 "primaryContainerName": "training-container",
                 "trialParameters": [{"name": "x", "reference": "x"}],
                 "trialSpec": {
-                    "apiVersion": "batch/v1", "kind": "Job",
-                    "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{
-                        "name": "training-container", "image": "python:3.11",
-                        "command": ["python3", "trial.py", "--x=${trialParameters.x}",
-                                    f"--sleep={sleep}"],
-                    }]}}},
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {
+                                        "name": "training-container",
+                                        "image": "python:3.11",
+                                        "command": [
+                                            "python3",
+                                            "trial.py",
+                                            "--x=${trialParameters.x}",
+                                            f"--sleep={sleep}",
+                                        ],
+                                    }
+                                ],
+                            }
+                        }
+                    },
                 },
             },
         },
@@ -74,14 +105,25 @@ def write_experiment(tmp_path: Path, name: str = "exp", max_trials: int = 8, par
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KATIB_")}
-    env.update(KATIB_DATA_DIR=str(tmp_path / "data"), RUNS_FILE=str(tmp_path / "runs.log"),
-               PYTHONUNBUFFERED="1", **extra)
+    env.update(
+        KATIB_DATA_DIR=str(tmp_path / "data"),
+        RUNS_FILE=str(tmp_path / "runs.log"),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return env
 
 
-def katib(tmp_path: Path, *args: str, timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KATIB, *args], env=env_for(tmp_path, **extra), capture_output=True,
-                          text=True, timeout=timeout)
+def katib(
+    tmp_path: Path, *args: str, timeout: float = 120, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KATIB, *args],
+        env=env_for(tmp_path, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def trials_json(tmp_path: Path) -> list[dict[str, Any]]:
@@ -150,8 +192,12 @@ def test_kill_9_and_resume(tmp_path: Path, crash: dict[str, str]) -> None:
         first = katib(tmp_path, "run", str(path), **crash)
         assert first.returncode == -signal.SIGKILL, first.stdout + first.stderr
     else:
-        process = subprocess.Popen([*KATIB, "run", str(path)], env=env_for(tmp_path),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [*KATIB, "run", str(path)],
+            env=env_for(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(float(kill_after))
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -218,23 +264,47 @@ BAD_PROGRAM = textwrap.dedent(
 def test_bad_trial_output(tmp_path: Path) -> None:
     (tmp_path / "bad.py").write_text(BAD_PROGRAM)
     doc = {
-        "apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment",
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
         "metadata": {"name": "bad-output"},
         "spec": {
             "objective": {"type": "maximize", "objectiveMetricName": "accuracy"},
             "algorithm": {"algorithmName": "grid"},
-            "parallelTrialCount": 3, "maxTrialCount": len(MODES),
+            "parallelTrialCount": 3,
+            "maxTrialCount": len(MODES),
             "maxFailedTrialCount": len(MODES),
-            "parameters": [{"name": "mode", "parameterType": "categorical",
-                            "feasibleSpace": {"list": list(MODES)}}],
+            "parameters": [
+                {
+                    "name": "mode",
+                    "parameterType": "categorical",
+                    "feasibleSpace": {"list": list(MODES)},
+                }
+            ],
             "trialTemplate": {
                 "primaryContainerName": "main",
                 "trialParameters": [{"name": "mode", "reference": "mode"}],
-                "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": {
-                    "spec": {"containers": [{"name": "main", "image": "x",
-                                             "command": ["python3", "bad.py",
-                                                         "--mode=${trialParameters.mode}"]}],
-                             "restartPolicy": "Never"}}}},
+                "trialSpec": {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "main",
+                                        "image": "x",
+                                        "command": [
+                                            "python3",
+                                            "bad.py",
+                                            "--mode=${trialParameters.mode}",
+                                        ],
+                                    }
+                                ],
+                                "restartPolicy": "Never",
+                            }
+                        }
+                    },
+                },
             },
         },
     }

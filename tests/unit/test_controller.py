@@ -1,4 +1,4 @@
-"""The reconcile loop against real SQLite storage, the fake executor and a stub suggestion client."""
+"""The reconcile loop with real SQLite storage, the fake executor and a stub suggestion client."""
 
 from __future__ import annotations
 
@@ -39,10 +39,24 @@ def experiment_doc(**spec: Any) -> dict[str, Any]:
                 "trialSpec": {
                     "apiVersion": "batch/v1",
                     "kind": "Job",
-                    "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
-                        {"name": "training-container", "image": "python:3.11",
-                         "command": ["python3", "-c", "print('x=${trialParameters.x}')"]}
-                    ]}}},
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {
+                                        "name": "training-container",
+                                        "image": "python:3.11",
+                                        "command": [
+                                            "python3",
+                                            "-c",
+                                            "print('x=${trialParameters.x}')",
+                                        ],
+                                    }
+                                ],
+                            }
+                        }
+                    },
                 },
             },
         },
@@ -62,8 +76,14 @@ class StubSuggestions:
     def validate(self, experiment: Experiment) -> None:
         return None
 
-    def get_suggestions(self, experiment: Experiment, trials: Sequence[Trial], count: int,
-                        total: int, settings: Sequence[tuple[str, str]] = ()) -> SuggestionReply:
+    def get_suggestions(
+        self,
+        experiment: Experiment,
+        trials: Sequence[Trial],
+        count: int,
+        total: int,
+        settings: Sequence[tuple[str, str]] = (),
+    ) -> SuggestionReply:
         self.requests.append(count)
         remaining = count if self.limit is None else min(count, self.limit - len(trials))
         if remaining <= 0:
@@ -72,15 +92,18 @@ class StubSuggestions:
         return SuggestionReply(values, [None] * len(values), [{}] * len(values))
 
 
-def make(tmp_path: Path, behaviour: Any, suggestions: StubSuggestions | None = None,
-         **spec: Any) -> tuple[Controller, FakeExecutor, SQLStorage, Experiment]:
+def make(
+    tmp_path: Path, behaviour: Any, suggestions: StubSuggestions | None = None, **spec: Any
+) -> tuple[Controller, FakeExecutor, SQLStorage, Experiment]:
     storage = SQLStorage(f"sqlite:///{tmp_path / 'k.db'}")
     executor = FakeExecutor(behaviour)
     stub = suggestions or StubSuggestions()
     experiment = load_experiment_dict(experiment_doc(**spec))
     storage.create_experiment(experiment)
     controller = Controller(
-        storage, executor, lambda name: stub,  # type: ignore[arg-type,return-value]
+        storage,
+        executor,
+        lambda name: stub,  # type: ignore[arg-type,return-value]
         lambda exp: LaunchContext(experiment=exp, db_manager_address="unused"),
     )
     return controller, executor, storage, experiment
@@ -120,11 +143,13 @@ def test_exact_trial_count_and_parallelism(tmp_path: Path) -> None:
 
 def test_goal_reached_stops_running_trials(tmp_path: Path) -> None:
     def slow_accuracy(assignments: Mapping[str, str]) -> FakeRun:
-        return FakeRun(metrics=[("accuracy", assignments["x"])],
-                       polls=1 if assignments["x"] == "0.02" else 50)
+        return FakeRun(
+            metrics=[("accuracy", assignments["x"])], polls=1 if assignments["x"] == "0.02" else 50
+        )
 
-    controller, executor, storage, _ = make(
-        tmp_path, slow_accuracy,
+    controller, _executor, storage, _ = make(
+        tmp_path,
+        slow_accuracy,
         objective={"type": "maximize", "objectiveMetricName": "accuracy", "goal": 0.02},
     )
     final = run_to_end(controller)
@@ -152,8 +177,9 @@ def test_metrics_unavailable_counts_as_failure(tmp_path: Path) -> None:
 
 
 def test_non_finite_objective_is_unavailable(tmp_path: Path) -> None:
-    controller, _, storage, _ = make(tmp_path, lambda a: FakeRun(metrics=[("accuracy", "nan")]),
-                                     maxFailedTrialCount=12)
+    controller, _, storage, _ = make(
+        tmp_path, lambda a: FakeRun(metrics=[("accuracy", "nan")]), maxFailedTrialCount=12
+    )
     run_to_end(controller)
     trial = storage.list_trials("exp")[0]
     assert trial.condition == TrialConditionType.METRICS_UNAVAILABLE
@@ -177,7 +203,8 @@ def test_lost_trial_fails_with_reason(tmp_path: Path) -> None:
 
 def test_minimize_picks_lowest(tmp_path: Path) -> None:
     controller, _, _, _ = make(
-        tmp_path, accuracy,
+        tmp_path,
+        accuracy,
         objective={"type": "minimize", "objectiveMetricName": "accuracy"},
     )
     final = run_to_end(controller)
@@ -191,8 +218,12 @@ def test_restart_of_controller_resumes(tmp_path: Path) -> None:
         controller.reconcile("exp")
     stub = StubSuggestions()
     stub.counter = itertools.count(100)
-    again = Controller(storage, executor, lambda name: stub,  # type: ignore[arg-type,return-value]
-                       lambda exp: LaunchContext(experiment=exp, db_manager_address="unused"))
+    again = Controller(
+        storage,
+        executor,
+        lambda name: stub,  # type: ignore[arg-type,return-value]
+        lambda exp: LaunchContext(experiment=exp, db_manager_address="unused"),
+    )
     final = run_to_end(again)
     assert condition(final)[0] == "Succeeded"
     assert len(storage.list_trials("exp")) == 12
@@ -201,7 +232,12 @@ def test_restart_of_controller_resumes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("max_trials", [1, 2])
 def test_small_budgets(tmp_path: Path, max_trials: int) -> None:
-    controller, executor, storage, _ = make(tmp_path, accuracy, maxTrialCount=max_trials,
-                                            parallelTrialCount=max_trials, maxFailedTrialCount=0)
+    controller, _executor, storage, _ = make(
+        tmp_path,
+        accuracy,
+        maxTrialCount=max_trials,
+        parallelTrialCount=max_trials,
+        maxFailedTrialCount=0,
+    )
     run_to_end(controller)
     assert len(storage.list_trials("exp")) == max_trials

@@ -1,0 +1,535 @@
+"""BaseStorage on SQLAlchemy: SQLite, PostgreSQL and MySQL/MariaDB from one code path.
+
+Every public method runs in exactly one transaction (`_tx`). Driver errors are
+translated once, there: unreachable/locked database → UnavailableError (retryable),
+anything else → StorageError, unique violations → AlreadyExistsError where the
+caller says what was being created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection, Engine
+
+from katib.api.models import Experiment, ExperimentStatus, Trial
+from katib.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    KatibError,
+    NotFoundError,
+    StorageError,
+)
+from katib.storage.base import BaseStorage, MetricLogEntry, Ownership
+from katib.storage.engine import (
+    create_engine_for,
+    redact,
+    resolve_url,
+    sqlite_path,
+    unavailable,
+)
+from katib.storage.tables import (
+    NAME_LENGTH,
+    experiments,
+    observation_logs,
+    parse_rfc3339,
+)
+from katib.storage.tables import trials as trials_table
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK_NAME = "katib_migrate"
+_MIGRATION_LOCK_TIMEOUT_S = 60
+# Serialises migrations of SQLite files within one process (flock covers other processes).
+_PROCESS_MIGRATION_LOCK = threading.Lock()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    """An alembic Config built in code (no alembic.ini): our script location and connection."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """Exclusive lock on `<db>.lock` so two processes don't migrate one SQLite file at once."""
+    with _PROCESS_MIGRATION_LOCK:
+        if path is None:
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: BEGIN IMMEDIATE still serialises
+            yield
+            return
+        lock_path = path.with_name(path.name + ".lock")
+        with open(lock_path, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _server_lock(conn: Connection, acquire: bool) -> None:
+    """A named lock on the database server, so concurrent first starts migrate once."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        fn = "pg_advisory_lock" if acquire else "pg_advisory_unlock"
+        conn.execute(sa.text(f"SELECT {fn}(hashtext(:n))"), {"n": _MIGRATION_LOCK_NAME})
+    elif name in ("mysql", "mariadb"):
+        # GET_LOCK is server-wide: name it after the database so other databases don't wait.
+        lock = "CONCAT(:n, '_', COALESCE(DATABASE(), ''))"
+        if acquire:
+            got = conn.execute(
+                sa.text(f"SELECT GET_LOCK(LEFT({lock}, 64), :t)"),
+                {"n": _MIGRATION_LOCK_NAME, "t": _MIGRATION_LOCK_TIMEOUT_S},
+            ).scalar()
+            if got != 1:
+                raise StorageError("timed out waiting for another process to migrate the database")
+        else:
+            conn.execute(sa.text(f"SELECT RELEASE_LOCK(LEFT({lock}, 64))"),
+                         {"n": _MIGRATION_LOCK_NAME})
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (`alembic upgrade head`); safe concurrently."""
+    lock_file = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
+    try:
+        with _file_lock(lock_file), engine.connect() as conn:
+            _server_lock(conn, acquire=True)
+            try:
+                if not conn.in_transaction():
+                    conn.begin()
+                command.upgrade(alembic_config(conn), "head")
+                conn.commit()
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
+                _server_lock(conn, acquire=False)
+                conn.commit()
+    except KatibError:
+        raise
+    except sa.exc.OperationalError as exc:
+        raise unavailable(engine.url, exc) from None
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"migrating database {redact(engine.url)} failed: {exc.orig}") from None
+    except CommandError as exc:  # e.g. a revision from a newer katib we don't know
+        raise StorageError(
+            f"database {redact(engine.url)} has a schema this version cannot migrate: {exc}"
+        ) from None
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not name:
+        raise InvalidArgumentError(f"{kind} name must not be empty")
+    if len(name) > NAME_LENGTH:
+        raise InvalidArgumentError(
+            f"{kind} name {name[:40]!r}... is {len(name)} characters; at most {NAME_LENGTH}"
+        )
+
+
+def _latest_condition(status: dict[str, Any] | None) -> str | None:
+    conditions = (status or {}).get("conditions") or []
+    return conditions[-1].get("type") if conditions else None
+
+
+def _parse_status_time(text: str | None) -> datetime | None:
+    """A status time string as a column value; unparseable text is kept only in the document."""
+    if not text:
+        return None
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        return None
+
+
+class SQLStorage(BaseStorage):
+    """Experiments, trials and observation logs in a SQL database, schema migrated on open."""
+
+    def __init__(
+        self, url: str | None = None, *, data_dir: Path | None = None, migrate_schema: bool = True
+    ) -> None:
+        self.url = resolve_url(url, data_dir)
+        self.engine = create_engine_for(self.url)
+        if migrate_schema:
+            try:
+                migrate(self.engine)
+            except BaseException:
+                self.engine.dispose()
+                raise
+
+    def __repr__(self) -> str:
+        return f"SQLStorage({redact(self.url)!r})"
+
+    def __enter__(self) -> SQLStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close pooled connections (the storage can still be used; it reconnects)."""
+        self.engine.dispose()
+
+    # --- plumbing ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self, *, duplicate: str | None = None) -> Iterator[Connection]:
+        """One transaction; driver errors become ours. `duplicate` words a unique violation."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except KatibError:
+            raise
+        except sa.exc.IntegrityError as exc:
+            if duplicate is not None:
+                raise AlreadyExistsError(duplicate) from None
+            raise StorageError(f"database integrity error: {exc.orig}") from None
+        except sa.exc.OperationalError as exc:
+            raise unavailable(self.engine.url, exc) from None
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise unavailable(self.engine.url, exc) from None
+            raise StorageError(f"database error: {exc.orig}") from None
+
+    @staticmethod
+    def _experiment_id(conn: Connection, name: str, namespace: str) -> int:
+        exp_id = conn.execute(
+            sa.select(experiments.c.id).where(
+                experiments.c.name == name, experiments.c.namespace == namespace
+            )
+        ).scalar()
+        if exp_id is None:
+            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+        return int(exp_id)
+
+    @staticmethod
+    def _experiment_document(experiment: Experiment) -> tuple[dict[str, Any], Any]:
+        _check_name("experiment", experiment.name)
+        doc = experiment.to_dict()
+        status = doc.pop("status", None)
+        doc.setdefault("metadata", {})["namespace"] = experiment.namespace
+        return doc, status
+
+    @staticmethod
+    def _experiment_from_row(row: sa.Row[Any, Any]) -> Experiment:
+        doc = dict(row.spec)
+        if row.status is not None:
+            doc["status"] = row.status
+        return Experiment.model_validate(doc)
+
+    @staticmethod
+    def _trial_from_row(row: sa.Row[Any, Any]) -> Trial:
+        doc = dict(row.document)
+        if row.status is not None:
+            doc["status"] = row.status
+        return Trial.model_validate(doc)
+
+    # --- experiments -----------------------------------------------------------------
+
+    def create_experiment(self, experiment: Experiment) -> None:
+        doc, status = self._experiment_document(experiment)
+        now = _utcnow()
+        name, namespace = experiment.name, experiment.namespace
+        message = f'experiment "{name}" already exists in namespace "{namespace}"'
+        with self._tx(duplicate=message) as conn:
+            conn.execute(
+                sa.insert(experiments).values(
+                    name=name,
+                    namespace=namespace,
+                    spec=doc,
+                    status=status,
+                    condition_type=_latest_condition(status),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def get_experiment(self, name: str, namespace: str = "default") -> Experiment:
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(experiments.c.spec, experiments.c.status).where(
+                    experiments.c.name == name, experiments.c.namespace == namespace
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+        return self._experiment_from_row(row)
+
+    def list_experiments(self, namespace: str | None = None) -> list[Experiment]:
+        query = sa.select(experiments.c.spec, experiments.c.status).order_by(
+            experiments.c.created_at, experiments.c.id
+        )
+        if namespace is not None:
+            query = query.where(experiments.c.namespace == namespace)
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        return [self._experiment_from_row(r) for r in rows]
+
+    def update_experiment_spec(self, experiment: Experiment) -> None:
+        doc, _ = self._experiment_document(experiment)
+        name, namespace = experiment.name, experiment.namespace
+        with self._tx() as conn:
+            exp_id = self._experiment_id(conn, name, namespace)
+            conn.execute(
+                sa.update(experiments)
+                .where(experiments.c.id == exp_id)
+                .values(spec=doc, updated_at=_utcnow())
+            )
+
+    def update_experiment_status(
+        self, name: str, namespace: str, status: ExperimentStatus
+    ) -> None:
+        doc = status.to_dict()
+        with self._tx() as conn:
+            exp_id = self._experiment_id(conn, name, namespace)
+            conn.execute(
+                sa.update(experiments)
+                .where(experiments.c.id == exp_id)
+                .values(status=doc, condition_type=_latest_condition(doc), updated_at=_utcnow())
+            )
+
+    def delete_experiment(self, name: str, namespace: str = "default") -> None:
+        with self._tx() as conn:
+            exp_id = self._experiment_id(conn, name, namespace)
+            tc = trials_table.c
+            trial_names = sa.select(tc.name).where(tc.experiment_id == exp_id)
+            conn.execute(
+                sa.delete(observation_logs).where(observation_logs.c.trial_name.in_(trial_names))
+            )
+            # Trials go by ON DELETE CASCADE.
+            conn.execute(sa.delete(experiments).where(experiments.c.id == exp_id))
+
+    # --- ownership ---------------------------------------------------------------------
+
+    def acquire_experiment(
+        self, name: str, namespace: str, owner: str, *, steal_from: Sequence[str] = (),
+        stale_after_seconds: float = 30.0,
+    ) -> bool:
+        _check_name("owner", owner)
+        now = _utcnow()
+        stale = now - timedelta(seconds=stale_after_seconds)
+        c = experiments.c
+        takeable = [
+            c.owner.is_(None),
+            c.owner == owner,
+            c.owner_heartbeat.is_(None),
+            c.owner_heartbeat < stale,
+        ]
+        if steal_from:
+            takeable.append(c.owner.in_(list(steal_from)))
+        with self._tx() as conn:
+            result = conn.execute(
+                sa.update(experiments)
+                .where(c.name == name, c.namespace == namespace, sa.or_(*takeable))
+                .values(owner=owner, owner_heartbeat=now)
+            )
+            if result.rowcount == 1:
+                return True
+            self._experiment_id(conn, name, namespace)  # NotFoundError if that is why
+            return False
+
+    def release_experiment(self, name: str, namespace: str, owner: str) -> None:
+        """Release if held by `owner`; a no-op otherwise, also when the experiment is gone."""
+        c = experiments.c
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(experiments)
+                .where(c.name == name, c.namespace == namespace, c.owner == owner)
+                .values(owner=None, owner_heartbeat=None)
+            )
+
+    def get_ownership(self, name: str, namespace: str) -> Ownership:
+        c = experiments.c
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(c.owner, c.owner_heartbeat).where(
+                    c.name == name, c.namespace == namespace
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+        return Ownership(owner=row.owner, heartbeat=row.owner_heartbeat)
+
+    # --- trials --------------------------------------------------------------------------
+
+    def create_trials(self, experiment_name: str, namespace: str, trials: Sequence[Trial]) -> None:
+        if not trials:
+            return
+        names = [t.name for t in trials]
+        for n in names:
+            _check_name("trial", n)
+        seen: set[str] = set()
+        for n in names:
+            if n in seen:
+                raise AlreadyExistsError(f'trial "{n}" appears twice in the batch')
+            seen.add(n)
+        now = _utcnow()
+        rows = []
+        for t in trials:
+            doc = t.to_dict()
+            status = doc.pop("status", None)
+            doc.setdefault("metadata", {})["namespace"] = namespace
+            rows.append(
+                {
+                    "name": t.name,
+                    "namespace": namespace,
+                    "document": doc,
+                    "status": status,
+                    "condition_type": _latest_condition(status),
+                    "assignments": t.assignments,
+                    "created_at": now,
+                    "start_time": _parse_status_time(t.status.start_time),
+                    "completion_time": _parse_status_time(t.status.completion_time),
+                }
+            )
+        listed = ", ".join(f'"{n}"' for n in names)
+        message = f"one of the trials {listed} already exists (created concurrently)"
+        with self._tx(duplicate=message) as conn:
+            exp_id = self._experiment_id(conn, experiment_name, namespace)
+            tc = trials_table.c
+            existing = conn.execute(
+                sa.select(tc.name, tc.namespace).where(tc.name.in_(names))
+            ).first()
+            if existing is not None:
+                raise AlreadyExistsError(
+                    f'trial "{existing.name}" already exists'
+                    + ("" if existing.namespace == namespace
+                       else f' (in namespace "{existing.namespace}"; trial names are global)')
+                )
+            for r in rows:
+                r["experiment_id"] = exp_id
+            conn.execute(sa.insert(trials_table), rows)
+
+    def get_trial(self, name: str, namespace: str = "default") -> Trial:
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(trials_table.c.document, trials_table.c.status).where(
+                    trials_table.c.name == name, trials_table.c.namespace == namespace
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f'trial "{name}" not found in namespace "{namespace}"')
+        return self._trial_from_row(row)
+
+    def list_trials(self, experiment_name: str, namespace: str = "default") -> list[Trial]:
+        with self._tx() as conn:
+            exp_id = self._experiment_id(conn, experiment_name, namespace)
+            rows = conn.execute(
+                sa.select(trials_table.c.document, trials_table.c.status)
+                .where(trials_table.c.experiment_id == exp_id)
+                .order_by(trials_table.c.created_at, trials_table.c.id)
+            ).all()
+        return [self._trial_from_row(r) for r in rows]
+
+    def update_trial_status(self, trial: Trial) -> None:
+        status = trial.status.to_dict()
+        with self._tx() as conn:
+            tc = trials_table.c
+            result = conn.execute(
+                sa.update(trials_table)
+                .where(tc.name == trial.name, tc.namespace == trial.namespace)
+                .values(
+                    status=status,
+                    condition_type=_latest_condition(status),
+                    start_time=_parse_status_time(trial.status.start_time),
+                    completion_time=_parse_status_time(trial.status.completion_time),
+                )
+            )
+            if result.rowcount != 1:
+                raise NotFoundError(
+                    f'trial "{trial.name}" not found in namespace "{trial.namespace}"'
+                )
+
+    # --- observation logs -----------------------------------------------------------------
+
+    def report_observation_log(self, trial_name: str, entries: Sequence[MetricLogEntry]) -> None:
+        _check_name("trial", trial_name)
+        if not entries:
+            return
+        for e in entries:
+            _check_name("metric", e.metric_name)
+        ol = observation_logs.c
+        with self._tx() as conn:
+            need = sorted({e.metric_name for e in entries if e.step is None})
+            next_step: dict[str, int] = {}
+            if need:
+                if conn.dialect.name == "postgresql":
+                    # Two reporters for one trial would otherwise number the same steps.
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": trial_name}
+                    )
+                current = conn.execute(
+                    sa.select(ol.metric_name, sa.func.max(ol.step))
+                    .where(ol.trial_name == trial_name, ol.metric_name.in_(need))
+                    .group_by(ol.metric_name)
+                ).all()
+                next_step = {m: 1 for m in need}
+                next_step.update({m: int(mx) + 1 for m, mx in current if mx is not None})
+            rows = []
+            for e in entries:
+                step = e.step
+                if step is None:
+                    step = next_step[e.metric_name]
+                    next_step[e.metric_name] = step + 1
+                elif e.metric_name in next_step:
+                    next_step[e.metric_name] = max(next_step[e.metric_name], step + 1)
+                rows.append(
+                    {
+                        "trial_name": trial_name,
+                        "metric_name": e.metric_name,
+                        "value": str(e.value),
+                        "time": e.timestamp,
+                        "step": step,
+                    }
+                )
+            conn.execute(sa.insert(observation_logs), rows)
+
+    def get_observation_log(
+        self,
+        trial_name: str,
+        metric_name: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+    ) -> list[MetricLogEntry]:
+        ol = observation_logs.c
+        query = sa.select(ol.metric_name, ol.value, ol.time, ol.step).where(
+            ol.trial_name == trial_name
+        )
+        if metric_name:
+            query = query.where(ol.metric_name == metric_name)
+        if start_time is not None:
+            query = query.where(ol.time >= start_time)
+        if end_time is not None:
+            query = query.where(ol.time <= end_time)
+        with self._tx() as conn:
+            rows = conn.execute(query.order_by(ol.time, ol.id)).all()
+        return [
+            MetricLogEntry(metric_name=r.metric_name, value=r.value, timestamp=r.time, step=r.step)
+            for r in rows
+        ]
+
+    def delete_observation_log(self, trial_name: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                sa.delete(observation_logs).where(observation_logs.c.trial_name == trial_name)
+            )

@@ -1,0 +1,180 @@
+"""SQLStorage details beyond the contract: migrations, concurrency, raw column values."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from katib.storage.base import MetricLogEntry
+from katib.storage.sql import SQLStorage
+from katib.storage.tables import ZERO_TIME, ZERO_TIME_SENTINEL
+from katib.testing.storage import make_experiment, make_trial
+
+
+def _versions(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_num FROM katib_alembic_version")
+            return [r[0] for r in rows]
+    finally:
+        engine.dispose()
+
+
+def test_migration_is_idempotent(sqlite_url: str) -> None:
+    SQLStorage(sqlite_url).close()
+    SQLStorage(sqlite_url).close()
+    assert _versions(sqlite_url) == ["0001"]
+
+
+def test_concurrent_first_open_in_threads(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    errors: list[BaseException] = []
+
+    def open_once() -> None:
+        try:
+            SQLStorage(url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert _versions(url) == ["0001"]
+
+
+def test_concurrent_first_open_in_processes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    code = (
+        "import sys; from katib.storage.sql import SQLStorage; s = SQLStorage(sys.argv[1]); "
+        "s.report_observation_log('t', []); s.close()"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, url]) for _ in range(2)]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    assert _versions(url) == ["0001"]
+
+
+def test_two_storages_on_one_sqlite_file_write_concurrently(sqlite_url: str) -> None:
+    a, b = SQLStorage(sqlite_url), SQLStorage(sqlite_url)
+    try:
+        a.create_experiment(make_experiment())
+        errors: list[BaseException] = []
+
+        def work(store: SQLStorage, prefix: str) -> None:
+            try:
+                for i in range(10):
+                    store.create_trials("exp", "default", [make_trial(f"{prefix}{i}")])
+                    store.report_observation_log(
+                        f"{prefix}{i}", [MetricLogEntry("acc", "1", datetime.now(UTC))]
+                    )
+                    store.acquire_experiment("exp", "default", prefix, stale_after_seconds=0)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(s, p)) for s, p in ((a, "a"), (b, "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(a.list_trials("exp")) == 20
+    finally:
+        a.close()
+        b.close()
+
+
+def test_zero_time_is_stored_as_sentinel(storage: SQLStorage) -> None:
+    storage.report_observation_log("t", [MetricLogEntry("acc", "unavailable", ZERO_TIME)])
+    with storage.engine.connect() as conn:
+        raw = conn.exec_driver_sql("SELECT time FROM observation_logs").scalar()
+    if isinstance(raw, str):  # SQLite keeps text
+        raw = datetime.fromisoformat(raw)
+    assert isinstance(raw, datetime)
+    assert raw.replace(tzinfo=None) == ZERO_TIME_SENTINEL
+    assert storage.get_observation_log("t")[0].timestamp == ZERO_TIME
+
+
+def test_trial_columns_follow_status(storage: SQLStorage) -> None:
+    storage.create_experiment(make_experiment())
+    storage.create_trials("exp", "default", [make_trial("t1")])
+    trial = storage.get_trial("t1")
+    trial.status = trial.status.model_validate(
+        {"startTime": "2024-03-04T17:55:08Z", "conditions": [{"type": "Running"}]}
+    )
+    storage.update_trial_status(trial)
+    with storage.engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT condition_type, assignments FROM trials WHERE name = 't1'")
+        ).one()
+    assert row.condition_type == "Running"
+    raw = row.assignments
+    assert (json.loads(raw) if isinstance(raw, str) else raw) == {"lr": "0.01"}
+
+
+def test_adopts_a_katib_observation_logs_table(sqlite_url: str) -> None:
+    """A database Katib's DBManager created keeps its rows."""
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE observation_logs (trial_name VARCHAR(255) NOT NULL, "
+            "id INTEGER PRIMARY KEY AUTOINCREMENT, time DATETIME(6), "
+            "metric_name VARCHAR(255) NOT NULL, value TEXT NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO observation_logs (trial_name, time, metric_name, value) "
+            "VALUES ('old', '2024-03-04 17:55:08.250000', 'acc', '0.5')"
+        )
+    engine.dispose()
+    with SQLStorage(sqlite_url) as store:
+        (old,) = store.get_observation_log("old")
+        assert old.value == "0.5" and old.step is None
+        assert old.timestamp == datetime(2024, 3, 4, 17, 55, 8, 250000, tzinfo=UTC)
+        store.report_observation_log("old", [MetricLogEntry("acc", "0.6", datetime.now(UTC))])
+        assert store.get_observation_log("old")[-1].step == 1
+
+
+@pytest.mark.parametrize("name", ["", "x" * 256])
+def test_bad_names_are_invalid_argument(storage: SQLStorage, name: str) -> None:
+    from katib.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError):
+        storage.report_observation_log(name, [MetricLogEntry("acc", "1", datetime.now(UTC))])
+    with pytest.raises(InvalidArgumentError):
+        storage.create_experiment(make_experiment(name or ""))
+
+
+def test_migrations_match_the_models(storage: SQLStorage) -> None:
+    """The migrated schema is what tables.py declares (nothing for autogenerate to add)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from katib.storage.tables import Base
+
+    with storage.engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": "katib_alembic_version"}
+        )
+        diff = compare_metadata(ctx, Base.metadata)
+    assert diff == []
+
+
+def test_schema_from_a_newer_version_is_a_clear_error(sqlite_url: str) -> None:
+    from katib.errors import StorageError
+
+    SQLStorage(sqlite_url).close()
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE katib_alembic_version SET version_num = '9999'")
+    engine.dispose()
+    with pytest.raises(StorageError, match="9999"):
+        SQLStorage(sqlite_url)
