@@ -30,14 +30,13 @@ class GridSearch(BaseAlgorithm):
     requires_finite_space: ClassVar[bool] = True
 
     def validate_settings(self, experiment: ExperimentInfo) -> None:
-        """Settings, steps on doubles, and max_trial_count against the grid size."""
+        """Settings and steps on doubles.
+
+        Unlike Katib, a maxTrialCount larger than the grid is accepted: the grid runs
+        out and the experiment ends with reason ExperimentSuggestionEndReached.
+        """
         self.parse_settings(experiment)
-        size = _grid_size(experiment.search_space)
-        if experiment.max_trial_count > size:
-            raise InvalidArgumentError(
-                f"Max Trial Count: {experiment.max_trial_count} > all possible search "
-                f"combinations: {size}"
-            )
+        _grid_size(experiment.search_space)
 
     def suggest(
         self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int

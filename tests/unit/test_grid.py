@@ -70,11 +70,12 @@ def test_settings_validation() -> None:
         GridSearch().validate_settings(make_experiment("grid", SPECS, {"random_state": "-2"}))
 
 
-def test_max_trial_count_beyond_grid() -> None:
-    GridSearch().validate_settings(make_experiment("grid", SPECS, max_trial_count=6))
-    with pytest.raises(InvalidArgumentError) as info:
-        GridSearch().validate_settings(make_experiment("grid", SPECS, max_trial_count=7))
-    assert str(info.value) == "Max Trial Count: 7 > all possible search combinations: 6"
+def test_max_trial_count_beyond_grid_is_accepted() -> None:
+    """Katib rejects this; here the grid simply runs out and the experiment ends."""
+    GridSearch().validate_settings(make_experiment("grid", SPECS, max_trial_count=7))
+    exp = make_experiment("grid", SPECS, max_trial_count=7)
+    points = GridSearch().suggest(exp, [], 7)
+    assert len(points) == 6
 
 
 def test_random_state_does_not_change_order() -> None:
