@@ -168,6 +168,18 @@ def _print_result(experiment: Experiment, trials: list[Trial]) -> None:
         console.print(f"  {metric.name}: min={metric.min} max={metric.max} latest={metric.latest}")
 
 
+def _find_trial(storage: Any, name: str, namespace: str | None) -> Trial:
+    """Trial names are unique across namespaces, so the namespace may be left out."""
+    if namespace is not None:
+        return storage.get_trial(name, namespace)  # type: ignore[no-any-return]
+    for ns in sorted({e.namespace for e in storage.list_experiments()} | {"default"}):
+        try:
+            return storage.get_trial(name, ns)  # type: ignore[no-any-return]
+        except errors.NotFoundError:
+            continue
+    raise errors.NotFoundError(f"trial {name} not found")
+
+
 def _trial_value(experiment: Experiment, trial: Trial, name: str) -> str:
     from katib.controller.observation import metric_value
 
@@ -236,7 +248,7 @@ def get(
             console.print(table)
             return
         if name:
-            trial = storage.get_trial(name, namespace or "default")
+            trial = _find_trial(storage, name, namespace)
             _dump([trial.to_dict()], "yaml" if output == "table" else output)
             return
         experiments = (
@@ -284,21 +296,22 @@ def _dump(docs: list[dict[str, Any]], output: str) -> None:
 @cli.command()
 @click.argument("kind", type=click.Choice(["experiment", "trial"]))
 @click.argument("name")
-@click.option("-n", "--namespace", default="default")
+@click.option("-n", "--namespace", default=None, help="Namespace (default: default).")
 @_storage_options
 @_handle_errors
 def describe(
-    kind: str, name: str, namespace: str, data_dir: Path | None, db_url: str | None
+    kind: str, name: str, namespace: str | None, data_dir: Path | None, db_url: str | None
 ) -> None:
     """Show an experiment's (or trial's) spec, conditions and optimal trial."""
     storage = _open_storage(data_dir, db_url)
     try:
         if kind == "trial":
             click.echo(
-                yaml.safe_dump(storage.get_trial(name, namespace).to_dict(), sort_keys=False),
+                yaml.safe_dump(_find_trial(storage, name, namespace).to_dict(), sort_keys=False),
                 nl=False,
             )
             return
+        namespace = namespace or "default"
         experiment = storage.get_experiment(name, namespace)
         trials = storage.list_trials(name, namespace)
         click.echo(yaml.safe_dump(experiment.to_dict(), sort_keys=False), nl=False)
@@ -309,7 +322,7 @@ def describe(
 
 @cli.command()
 @click.argument("trial")
-@click.option("-n", "--namespace", default="default")
+@click.option("-n", "--namespace", default=None, help="Namespace (found if left out).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing while the trial runs.")
 @_storage_options
 @_handle_errors
@@ -321,7 +334,7 @@ def logs(
 
     storage = _open_storage(data_dir, db_url)
     try:
-        record = storage.get_trial(trial, namespace)
+        record = _find_trial(storage, trial, namespace)
     finally:
         storage.close()
     executor = LocalExecutor((data_dir or default_data_dir()) / "trials")

@@ -38,6 +38,7 @@ from katib.storage.base import MetricLogEntry
 _PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
 _SUPPORTED_COLLECTORS = {CollectorKind.STDOUT, CollectorKind.PUSH, CollectorKind.NONE}
 STOP_GRACE_SECONDS = 5.0
+_DETACHED: list[subprocess.Popen[bytes]] = []
 
 
 def _parse_time(text: str) -> datetime:
@@ -300,11 +301,21 @@ class LocalExecutor(BaseExecutor):
         if self._lock_held(self.trial_dir(trial)):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        child = self._children.pop(trial.name, None)
+        if child is not None:
+            try:
+                child.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                _DETACHED.append(child)
 
     def remove(self, trial: Trial) -> None:
         """Delete the trial's directory (logs and work files)."""
         shutil.rmtree(self.trial_dir(trial), ignore_errors=True)
 
     def close(self) -> None:
+        # Trials outlive the executor (the next controller adopts them); keep their
+        # handles alive so no Popen is collected while its process still runs.
         for child in self._children.values():
-            child.poll()
+            if child.poll() is None:
+                _DETACHED.append(child)
+        self._children.clear()
