@@ -14,6 +14,9 @@ def test_every_export_resolves() -> None:
 
 
 def test_import_is_light() -> None:
-    code = "import sys, katib; print(sorted(m for m in sys.modules if m.startswith(('pydantic','sqlalchemy','grpc'))))"
+    code = (
+        "import sys, katib; "
+        "print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'sqlalchemy', 'grpc'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
