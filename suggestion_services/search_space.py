@@ -11,6 +11,7 @@ becomes the `OFF_SPACE` marker, which never equals an entry the space produces.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import itertools
 import math
@@ -119,28 +120,28 @@ def _parse_int(spec: ParameterSpec, what: str, text: str) -> int:
         return int(value)
 
 
-class Parameter:
+class Parameter(abc.ABC):
     """Common interface of typed parameters; keys are described in the module doc."""
 
     name: str
     # Number of distinct values; None for a continuous double.
     size: int | None
 
+    @abc.abstractmethod
     def sample(self, rng: np.random.Generator, m: int) -> list[Hashable]:
         """Draw m key entries according to the parameter's distribution."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def key_of(self, text: str | None) -> Hashable:
         """Key entry for an assignment string (OFF_SPACE when not a point)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def format(self, entry: Hashable) -> str:
         """Assignment string for a key entry produced by this parameter."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def value(self, entry: Hashable) -> float | int | str:
         """Typed value for a key entry (for model-based algorithms)."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True, eq=False)
