@@ -27,6 +27,7 @@ _EXPORTS = {
     "KatibError": "katib.errors",
     "InvalidSpecError": "katib.errors",
     "errors": "katib",
+    "report_metrics": "katib.sdk.report_metrics",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -48,7 +48,7 @@ class InvalidSpecError(KatibError):
         super().__init__(f"{head}{len(self.problems)} problem(s) in the Experiment:\n{body}")
 
 
-class InvalidArgumentError(KatibError):
+class InvalidArgumentError(KatibError, ValueError):
     """A request argument (not a whole spec) is wrong, e.g. an algorithm setting."""
 
 
