@@ -1,81 +1,187 @@
-"""GetSuggestions latency over gRPC, closed loop, as history grows.
+"""GetSuggestions latency over gRPC, closed loop, as the history grows.
 
-    python bench/suggestion_latency.py [--algorithms random,grid] [--history 0,1000,10000]
+    python bench/suggestion_latency.py                      # every algorithm, continuous space
+    python bench/suggestion_latency.py --algorithms tpe,random --history 0,1000 --space finite
 
-Starts `python -m suggestion_services` as a real process on 127.0.0.1:0 and
-sends each request with the whole history (as the controller does), asking for
-one new assignment. Reports median and p95 milliseconds per call.
+For each algorithm a real `python -m suggestion_services --algorithm NAME` process
+is started on 127.0.0.1:0. Each request carries the whole history, as the
+controller sends it, and asks for one assignment. The history looks like a real
+experiment's: objective values spread over a smooth function plus noise, one
+trial in 20 failed, one in 50 early-stopped, and the latest 3 trials still
+Running (parallelism 4). As the controller does, every call adds one trial and
+the oldest Running trial finishes, so per-experiment caches are exercised the way
+they are in production. For history size N the loop starts at N - 5 (5 warm-up
+calls) and measures the next calls, at N, N+1, ... ("steady state").
+
+The cold figures: the first request of a fresh process at 1,000 trials (includes
+importing the algorithm's library), and the first request for an experiment the
+process has not seen, once the library is loaded (median of 3 experiments).
+
+Spaces: `continuous` (default): two doubles without step (one logUniform), an int
+and a categorical. `finite`: a double with step, an int and a categorical (grid
+always uses it, since it needs a finite space).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import re
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 
 from katib.apis.v1beta1 import api_pb2, api_pb2_grpc
 
-PARAMS = [
-    api_pb2.ParameterSpec(
-        name="lr",
-        parameter_type=api_pb2.DOUBLE,
-        feasible_space=api_pb2.FeasibleSpace(
-            min="0.0001", max="0.1", step="0.0001", distribution=api_pb2.UNIFORM
-        ),
-    ),
-    api_pb2.ParameterSpec(
-        name="layers",
-        parameter_type=api_pb2.INT,
-        feasible_space=api_pb2.FeasibleSpace(min="1", max="100"),
-    ),
-    api_pb2.ParameterSpec(
-        name="optimizer",
-        parameter_type=api_pb2.CATEGORICAL,
-        feasible_space=api_pb2.FeasibleSpace(list=["sgd", "adam", "ftrl"]),
-    ),
-]
+ALL_ALGORITHMS = (
+    "random", "grid", "sobol", "tpe", "multivariate-tpe", "cmaes", "bayesianoptimization",
+    "hyperband",
+)
+DEFAULT_SIZES = (0, 100, 1000, 10000)
+#: GP fits grow cubically with the history: the issue asks for 0, 100 and 500 only.
+SLOW_SIZES = {"bayesianoptimization": (0, 100, 500)}
+#: Issue targets: (algorithm, history) → median ms.
+TARGETS = {
+    ("random", 1000): 2.0, ("grid", 1000): 2.0, ("sobol", 1000): 2.0,
+    ("tpe", 1000): 10.0, ("multivariate-tpe", 1000): 10.0, ("cmaes", 1000): 5.0,
+    ("random", 10000): 5.0, ("tpe", 10000): 100.0,
+}
+#: Settings an algorithm needs to run at all (hyperband's resource parameter).
+EXTRA_SETTINGS = {"hyperband": {"r_l": "9", "resource_name": "epochs", "eta": "3"}}
+RUNNING = 3  # trials in flight at any call (parallelism 4)
+WARMUP = 5
 
 
-def history(n: int, seed: int = 0) -> list[api_pb2.Trial]:
+def _double(
+    name: str, lo: str, hi: str, step: str = "", dist: api_pb2.Distribution = api_pb2.UNIFORM
+) -> api_pb2.ParameterSpec:
+    return api_pb2.ParameterSpec(
+        name=name, parameter_type=api_pb2.DOUBLE,
+        feasible_space=api_pb2.FeasibleSpace(min=lo, max=hi, step=step, distribution=dist),
+    )
+
+
+def parameters(space: str, algorithm: str) -> list[api_pb2.ParameterSpec]:
+    """The search space; hyperband also gets its resource parameter."""
+    finite = space == "finite" or algorithm == "grid"
+    params = [
+        _double("lr", "0.0001", "0.1", "0.0001" if finite else "",
+                api_pb2.UNIFORM if finite else api_pb2.LOG_UNIFORM),
+        api_pb2.ParameterSpec(name="layers", parameter_type=api_pb2.INT,
+                              feasible_space=api_pb2.FeasibleSpace(min="1", max="100")),
+        api_pb2.ParameterSpec(name="optimizer", parameter_type=api_pb2.CATEGORICAL,
+                              feasible_space=api_pb2.FeasibleSpace(list=["sgd", "adam", "ftrl"])),
+    ]
+    if not finite:
+        params.insert(1, _double("momentum", "0.5", "0.99"))
+    if algorithm == "hyperband":
+        params.append(api_pb2.ParameterSpec(
+            name="epochs", parameter_type=api_pb2.INT,
+            feasible_space=api_pb2.FeasibleSpace(min="1", max="9")))
+    return params
+
+
+def _value(name: str, rng: random.Random, finite: bool) -> str:
+    if name == "lr":
+        if finite:
+            return f"{rng.randint(1, 1000) * 0.0001:.4f}"
+        return repr(round(10 ** rng.uniform(-4, -1), 12))
+    if name == "momentum":
+        return repr(round(rng.uniform(0.5, 0.99), 12))
+    if name == "layers":
+        return str(rng.randint(1, 100))
+    if name == "epochs":
+        return str(rng.choice([1, 3, 9]))
+    return rng.choice(["sgd", "adam", "ftrl"])
+
+
+def _objective(values: dict[str, str], rng: random.Random) -> float:
+    """Accuracy-like: best near lr=3e-3, momentum 0.9, 20 layers, adam; plus noise."""
+    score = 0.9 - 0.08 * (math.log10(float(values["lr"])) + 2.5) ** 2
+    score -= 2.0 * (float(values.get("momentum", "0.9")) - 0.9) ** 2
+    score -= 0.00005 * (int(values["layers"]) - 20) ** 2
+    score += {"adam": 0.03, "sgd": 0.0, "ftrl": -0.05}[values["optimizer"]]
+    return score + rng.gauss(0, 0.01)
+
+
+@dataclass
+class TrialPair:
+    """A trial as it is sent while running, and once it has ended."""
+
+    running: api_pb2.Trial
+    final: api_pb2.Trial
+
+
+def make_trials(n: int, params: Sequence[api_pb2.ParameterSpec], seed: int = 0) -> list[TrialPair]:
     rng = random.Random(seed)
-    trials = []
+    names = [p.name for p in params]
+    finite = any(p.feasible_space.step for p in params)
+    out = []
     for i in range(n):
-        # distinct grid points: lr in steps of 0.0001, layers and optimizer vary
-        assignments = [
-            api_pb2.ParameterAssignment(name="lr", value=f"{(i % 1000 + 1) * 0.0001:.4f}"),
-            api_pb2.ParameterAssignment(name="layers", value=str(i // 1000 % 100 + 1)),
-            api_pb2.ParameterAssignment(
-                name="optimizer", value=["sgd", "adam", "ftrl"][i // 100000]
-            ),
-        ]
-        trials.append(
-            api_pb2.Trial(
-                name=f"bench-{i}",
-                spec=api_pb2.TrialSpec(
-                    parameter_assignments=api_pb2.TrialSpec.ParameterAssignments(
-                        assignments=assignments
-                    )
-                ),
-                status=api_pb2.TrialStatus(
-                    condition=api_pb2.TrialStatus.SUCCEEDED,
-                    observation=api_pb2.Observation(
-                        metrics=[api_pb2.Metric(name="accuracy", value=f"{rng.random():.6f}")]
-                    ),
-                ),
-            )
-        )
-    return trials
+        values = {name: _value(name, rng, finite) for name in names}
+        spec = api_pb2.TrialSpec(parameter_assignments=api_pb2.TrialSpec.ParameterAssignments(
+            assignments=[api_pb2.ParameterAssignment(name=k, value=v) for k, v in values.items()]))
+        running = api_pb2.Trial(name=f"bench-{i}", spec=spec, status=api_pb2.TrialStatus(
+            condition=api_pb2.TrialStatus.RUNNING))
+        if i % 20 == 7:
+            final = api_pb2.Trial(name=f"bench-{i}", spec=spec, status=api_pb2.TrialStatus(
+                condition=api_pb2.TrialStatus.FAILED))
+        else:
+            condition = (api_pb2.TrialStatus.EARLYSTOPPED if i % 50 == 11
+                         else api_pb2.TrialStatus.SUCCEEDED)
+            metric = api_pb2.Metric(name="accuracy", value=f"{_objective(values, rng):.6f}")
+            final = api_pb2.Trial(name=f"bench-{i}", spec=spec, status=api_pb2.TrialStatus(
+                condition=condition, observation=api_pb2.Observation(metrics=[metric])))
+        out.append(TrialPair(running, final))
+    return out
 
 
-def start_service() -> tuple[subprocess.Popen[bytes], str]:
+def experiment(
+    algorithm: str, name: str, params: Sequence[api_pb2.ParameterSpec]
+) -> api_pb2.Experiment:
+    settings = {"random_state": "1", **EXTRA_SETTINGS.get(algorithm, {})}
+    if algorithm == "hyperband":
+        del settings["random_state"]
+    return api_pb2.Experiment(name=name, spec=api_pb2.ExperimentSpec(
+        parameter_specs=api_pb2.ExperimentSpec.ParameterSpecs(parameters=params),
+        objective=api_pb2.ObjectiveSpec(type=api_pb2.MAXIMIZE, objective_metric_name="accuracy"),
+        algorithm=api_pb2.AlgorithmSpec(algorithm_name=algorithm, algorithm_settings=[
+            api_pb2.AlgorithmSetting(name=k, value=v) for k, v in settings.items()]),
+        parallel_trial_count=RUNNING + 1 if algorithm != "hyperband" else 9,
+        max_trial_count=0,
+    ))
+
+
+class History:
+    """The request, grown in place by one trial per call (cheap for 10,000 trials)."""
+
+    def __init__(self, exp: api_pb2.Experiment, trials: list[TrialPair], start: int) -> None:
+        self.trials = trials
+        self.size = start
+        self.request = api_pb2.GetSuggestionsRequest(experiment=exp, current_request_number=1)
+        self.request.trials.extend(
+            p.final if i < start - RUNNING else p.running for i, p in enumerate(trials[:start]))
+        self.request.total_request_number = start + 1
+
+    def grow(self) -> None:
+        """The oldest Running trial ends; a new one starts."""
+        ending = self.size - RUNNING
+        if ending >= 0:
+            self.request.trials[ending].CopyFrom(self.trials[ending].final)
+        self.request.trials.append(self.trials[self.size].running)
+        self.size += 1
+        self.request.total_request_number = self.size + 1
+
+
+def start_service(algorithm: str) -> tuple[subprocess.Popen[bytes], grpc.Channel]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "suggestion_services", "--algorithm", "random", "--port", "0"],
+        [sys.executable, "-m", "suggestion_services", "--algorithm", algorithm, "--port", "0"],
         stdout=subprocess.PIPE,
     )
     assert process.stdout is not None
@@ -83,71 +189,125 @@ def start_service() -> tuple[subprocess.Popen[bytes], str]:
     match = re.search(r"listening on (\S+):(\d+)", line)
     if not match:
         process.kill()
-        raise SystemExit(f"service did not start: {line!r}")
-    return process, f"{match.group(1)}:{match.group(2)}"
+        process.wait()
+        raise SystemExit(f"service for {algorithm} did not start: {line!r}")
+    channel = grpc.insecure_channel(f"{match[1]}:{match[2]}", options=[
+        ("grpc.max_send_message_length", 512 << 20),
+        ("grpc.max_receive_message_length", 512 << 20),
+    ])
+    grpc.channel_ready_future(channel).result(timeout=30)
+    return process, channel
 
 
-def measure(
-    stub: api_pb2_grpc.SuggestionStub, algorithm: str, size: int, calls: int
-) -> tuple[float, float]:
-    experiment = api_pb2.Experiment(
-        name="bench",
-        spec=api_pb2.ExperimentSpec(
-            parameter_specs=api_pb2.ExperimentSpec.ParameterSpecs(parameters=PARAMS),
-            objective=api_pb2.ObjectiveSpec(
-                type=api_pb2.MAXIMIZE, objective_metric_name="accuracy"
-            ),
-            algorithm=api_pb2.AlgorithmSpec(
-                algorithm_name=algorithm,
-                algorithm_settings=[api_pb2.AlgorithmSetting(name="random_state", value="1")],
-            ),
-            parallel_trial_count=1,
-            max_trial_count=0,
-        ),
-    )
-    request = api_pb2.GetSuggestionsRequest(
-        experiment=experiment,
-        trials=history(size),
-        current_request_number=1,
-        total_request_number=size + 1,
-    )
-    for _ in range(3):
-        stub.GetSuggestions(request, timeout=60)
+def stop_service(process: subprocess.Popen[bytes], channel: grpc.Channel) -> None:
+    channel.close()
+    process.terminate()
+    process.wait()
+    if process.stdout:
+        process.stdout.close()
+
+
+def timed_call(stub: api_pb2_grpc.SuggestionStub, request: api_pb2.GetSuggestionsRequest) -> float:
+    start = time.perf_counter()
+    stub.GetSuggestions(request, timeout=600)
+    return (time.perf_counter() - start) * 1000
+
+
+def steady(
+    stub: api_pb2_grpc.SuggestionStub, algorithm: str, params: Sequence[api_pb2.ParameterSpec],
+    trials: list[TrialPair], size: int, calls: int,
+) -> list[float]:
+    """Per-call ms at history size, size+1, ... after warming the way the controller does."""
+    exp = experiment(algorithm, f"bench-{algorithm}-{size}", params)
+    if size == 0:  # an empty history cannot grow and stay empty: repeat the same request
+        history = History(exp, trials, 0)
+        for _ in range(3):
+            timed_call(stub, history.request)
+        return [timed_call(stub, history.request) for _ in range(calls)]
+    history = History(exp, trials, max(0, size - WARMUP))
+    while history.size < size:
+        timed_call(stub, history.request)
+        history.grow()
     samples = []
     for _ in range(calls):
-        start = time.perf_counter()
-        stub.GetSuggestions(request, timeout=60)
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+        samples.append(timed_call(stub, history.request))
+        history.grow()
+    return samples
+
+
+def cold(algorithm: str, params: Sequence[api_pb2.ParameterSpec], trials: list[TrialPair],
+         size: int) -> tuple[float, float]:
+    """(first request of a fresh process, median first request of an unseen experiment)."""
+    process, channel = start_service(algorithm)
+    try:
+        stub = api_pb2_grpc.SuggestionStub(channel)
+        first = timed_call(stub, History(experiment(algorithm, "cold-0", params), trials,
+                                         size).request)
+        unseen = [timed_call(stub, History(experiment(algorithm, f"cold-{i}", params), trials,
+                                           size).request) for i in range(1, 4)]
+    finally:
+        stop_service(process, channel)
+    return first, statistics.median(unseen)
+
+
+def p95(samples: Sequence[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 def main(argv: list[str] | None = None) -> list[str]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--algorithms", default="random,grid")
-    parser.add_argument("--history", default="0,1000,10000")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algorithms", default=",".join(ALL_ALGORITHMS))
+    parser.add_argument("--history", default=None,
+                        help="sizes, e.g. 0,1000 (default 0,100,1000,10000; GP 0,100,500)")
+    parser.add_argument("--space", choices=("continuous", "finite"), default="continuous")
+    parser.add_argument("--calls", type=int, default=30, help="measured calls per size")
+    parser.add_argument("--cold-size", type=int, default=1000, help="0 skips the cold figures")
     args = parser.parse_args(argv)
-    process, address = start_service()
-    lines = ["| algorithm | history | median ms | p95 ms |", "|---|---|---|---|"]
-    try:
-        channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", 512 << 20),
-                ("grpc.max_receive_message_length", 512 << 20),
-            ],
-        )
-        stub = api_pb2_grpc.SuggestionStub(channel)
-        for algorithm in args.algorithms.split(","):
-            for size in [int(s) for s in args.history.split(",")]:
-                calls = 50 if size <= 1000 else 20
-                median, p95 = measure(stub, algorithm, size, calls)
-                lines.append(f"| {algorithm} | {size} | {median:.2f} | {p95:.2f} |")
+    lines = ["| algorithm | space | history | median ms | p95 ms | target |",
+             "|---|---|---|---|---|---|"]
+    growth: dict[str, dict[int, float]] = {}
+    colds: list[str] = []
+    print("\n".join(lines), flush=True)
+    for algorithm in args.algorithms.split(","):
+        sizes = ([int(s) for s in args.history.split(",")] if args.history
+                 else list(SLOW_SIZES.get(algorithm, DEFAULT_SIZES)))
+        params = parameters(args.space, algorithm)
+        space = "finite" if args.space == "finite" or algorithm == "grid" else "continuous"
+        trials = make_trials(max([*sizes, args.cold_size]) + args.calls + WARMUP, params)
+        process, channel = start_service(algorithm)
+        try:
+            stub = api_pb2_grpc.SuggestionStub(channel)
+            for size in sizes:
+                calls = args.calls if size <= 1000 else max(10, args.calls * 2 // 3)
+                samples = steady(stub, algorithm, params, trials, size, calls)
+                median = statistics.median(samples)
+                growth.setdefault(algorithm, {})[size] = median
+                target = TARGETS.get((algorithm, size))
+                verdict = "" if target is None else (
+                    f"< {target:g} {'met' if median < target else 'NOT met'}")
+                lines.append(f"| {algorithm} | {space} | {size} | {median:.2f} | "
+                             f"{p95(samples):.2f} | {verdict} |")
                 print(lines[-1], flush=True)
-        channel.close()
-    finally:
-        process.terminate()
-        process.wait()
+        finally:
+            stop_service(process, channel)
+        if args.cold_size:
+            first, unseen = cold(algorithm, params, trials, args.cold_size)
+            colds.append(f"| {algorithm} | {args.cold_size} | {first:.1f} | {unseen:.1f} |")
+    if colds:
+        lines += ["", "Cold calls (ms): a fresh process's first request (the library is "
+                  "imported at start-up), and the first request for an unseen experiment.", "",
+                  "| algorithm | history | fresh process | unseen experiment |",
+                  "|---|---|---|---|", *colds]
+    all_sizes = sorted({s for g in growth.values() for s in g})
+    lines += ["", "Growth: median ms by history size.", "",
+              "| algorithm | " + " | ".join(str(s) for s in all_sizes) + " |",
+              "|---|" + "---|" * len(all_sizes)]
+    for algorithm, by_size in growth.items():
+        cells = [f"{by_size[s]:.2f}" if s in by_size else "" for s in all_sizes]
+        lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
+    print("\n".join(lines[lines.index("") if "" in lines else len(lines):]), flush=True)
     return lines
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from katib.errors import InvalidArgumentError
 
@@ -214,3 +214,41 @@ class TextParser:
         if not stripped[:1].isdigit():
             return None
         return parse_rfc3339(stripped.split(None, 1)[0])
+
+
+class LineParser(Protocol):
+    """What the collector needs from a line format (TextParser, JsonLineParser)."""
+
+    @property
+    def metric_names(self) -> tuple[str, ...]: ...
+
+    def wanted(self, data: bytes) -> bool: ...
+
+    def parse_bytes(self, line: bytes, now: datetime | None = None) -> list[ParsedMetric]: ...
+
+
+#: Katib's ``fileSystemPath.format`` values.
+FILE_FORMATS = ("TEXT", "JSON")
+
+
+def make_line_parser(
+    file_format: str, metric_names: Iterable[str], filters: Sequence[str] | None = None
+) -> LineParser:
+    """The parser for a metrics file format, with Katib's validation messages.
+
+    TEXT takes the filters (or Katib's default one); JSON must not have any.
+    """
+    fmt = file_format.strip().upper()
+    if fmt == "TEXT":
+        return TextParser(metric_names, filters or None)
+    if fmt == "JSON":
+        if filters:
+            raise InvalidArgumentError("filter must be nil when format of metrics file is json")
+        # imported here: json_parser imports this module
+        from metrics_collector.json_parser import JsonLineParser
+
+        return JsonLineParser(metric_names)
+    raise InvalidArgumentError(
+        f"format of metrics file is required for metrics collector: {file_format!r} "
+        f"is not one of {', '.join(FILE_FORMATS)}"
+    )

@@ -36,6 +36,9 @@ class TrialResult:
     ``signal`` is the signal that killed the command; if the collector was asked to
     stop (SIGTERM/SIGINT) and the command then exited on its own, it is the signal the
     collector received, so a stopped trial is never mistaken for a completed one.
+    ``early_stopped`` says that the collector itself stopped the command because every
+    early-stopping rule held (``signal``/``exit_code`` then tell how the command ended);
+    ``early_stopped_reason`` gives the rules' account.
     """
 
     exit_code: int | None = None
@@ -46,6 +49,8 @@ class TrialResult:
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+    early_stopped: bool = False
+    early_stopped_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in the on-disk key order."""

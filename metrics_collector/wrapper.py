@@ -26,6 +26,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
 
 from katib.errors import KatibError
+from metrics_collector.early_stopping import RuleChecker, StopRule, notify_stopped
 from metrics_collector.parsers import PARSE_HEAD_BYTES, TextParser, split_metric_names
 from metrics_collector.result import (
     COLLECTOR_LOG,
@@ -132,6 +133,9 @@ class CollectorConfig:
     final_flush_timeout: float = 10.0
     grace_period: float = 5.0
     echo: bool = False
+    stop_rules: list[StopRule] = field(default_factory=list)
+    objective_type: str = "maximize"
+    early_stopping_address: str | None = None
 
 
 class _Stopper:
@@ -181,6 +185,16 @@ class Wrapper:
         self._shared_group = False
         self._term_sent_at: float | None = None
         self._killed = False
+        self._rules = RuleChecker(
+            cfg.stop_rules, self.objective, maximize=cfg.objective_type != "minimize"
+        )
+        #: Set when every early-stopping rule held; the trial is then stopped like on SIGTERM.
+        self.early_stop_reason: str | None = None
+
+    @property
+    def _stopping(self) -> bool:
+        """A stop was asked for: by a signal to us, or by the early-stopping rules."""
+        return self._stopper.signum is not None or self.early_stop_reason is not None
 
     def run(self) -> int:
         """Run the command to the end; return the wrapper's exit code."""
@@ -230,7 +244,10 @@ class Wrapper:
                 result.unreported = UNREPORTED_FILE
         for s, handler in old.items():
             signal.signal(s, handler)
-        return self._finish(result, self._proc)
+        code = self._finish(result, self._proc)
+        if result.early_stopped and self.cfg.early_stopping_address:
+            notify_stopped(self.cfg.early_stopping_address, self.cfg.trial_name)
+        return code
 
     # -- process control ---------------------------------------------------------
 
@@ -284,7 +301,10 @@ class Wrapper:
         """Forward a stop: SIGTERM to the group, SIGKILL after the grace period."""
         now = time.monotonic()
         if self._term_sent_at is None:
-            log.info("stopping trial command (signal %s)", self._stopper.signum)
+            if self.early_stop_reason is not None and self._stopper.signum is None:
+                log.info("early stopping the trial command: %s", self.early_stop_reason)
+            else:
+                log.info("stopping trial command (signal %s)", self._stopper.signum)
             self._signal_group(signal.SIGTERM)
             self._term_sent_at = now
         if not self._killed and (force or now - self._term_sent_at >= self.cfg.grace_period):
@@ -309,7 +329,7 @@ class Wrapper:
 
     def _finish_stop(self) -> None:
         """After a stop request, make sure nothing of the trial outlives the grace period."""
-        if self._stopper.signum is None or self._killed:
+        if not self._stopping or self._killed:
             return
         if self._proc is not None and self._proc.poll() is None:
             self._stop_child()
@@ -342,10 +362,12 @@ class Wrapper:
                 if not self.objective_seen:
                     self.objective_seen = any(m.name == self.objective for m in found)
                 reporter.add(found)
+                if self._rules.observe((m.name, m.value) for m in found):
+                    self._early_stop(proc)
 
         try:
             while True:
-                if self._stopper.signum is not None and (not self._killed and proc.poll() is None):
+                if self._stopping and (not self._killed and proc.poll() is None):
                     self._stop_child()
                 if not eof:
                     if sel.select(0.1):
@@ -381,6 +403,18 @@ class Wrapper:
             sel.close()
             proc.stdout.close()
 
+    def _early_stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Every rule held: stop the trial's group now (SIGTERM, SIGKILL after the grace).
+
+        A command that has already exited finished on its own and is not early stopped;
+        output still buffered is read and reported either way.
+        """
+        if proc.poll() is not None or self._stopper.signum is not None:
+            log.info("early-stopping rules held after the command ended: %s", self._rules.reason)
+            return
+        self.early_stop_reason = self._rules.reason
+        self._stop_child()
+
     # -- result ------------------------------------------------------------------
 
     def _finish(self, result: TrialResult, proc: subprocess.Popen[bytes] | None) -> int:
@@ -392,11 +426,16 @@ class Wrapper:
                 result.exit_code = rc
                 if self._stopper.signum is not None:
                     result.signal = self._stopper.signum
+            if self.early_stop_reason is not None and self._stopper.signum is None:
+                result.early_stopped = True
+                result.early_stopped_reason = self.early_stop_reason
         result.objective_seen = self.objective_seen
         result.metrics_count = self.metrics_count
         result.finished_at = utc_now_iso()
         result.write(self.dir / RESULT_FILE)
         log.info("result: %s", result.to_dict())
+        if result.early_stopped:
+            return 0  # stopped on purpose, like Katib's "Training Container was Early Stopped"
         if result.signal is not None:
             return 128 + result.signal
         if result.exit_code is not None:
@@ -435,6 +474,27 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-flush-timeout", type=float, default=10.0)
     p.add_argument("--grace-period", type=float, default=5.0)
     p.add_argument("--echo", action="store_true", help="also copy the output to stdout")
+    p.add_argument(
+        "--stop-rule",
+        action="append",
+        default=[],
+        dest="stop_rules",
+        metavar="NAME;VALUE;COMPARISON;START_STEP",
+        help="early-stopping rule (Katib's -stop-rule; repeatable); the trial is stopped "
+        "once every rule has held",
+    )
+    p.add_argument(
+        "--objective-type",
+        choices=("minimize", "maximize"),
+        default="maximize",
+        help="direction of the objective (the first metric): rules compare its best value",
+    )
+    p.add_argument(
+        "--early-stopping-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="EarlyStopping service told (SetTrialStatus) when a rule stopped the trial",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARG...")
     return p
 
@@ -453,6 +513,10 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         parser.error("--metric-names is empty")
     if not ns.db_manager_address and not ns.db_manager_address_file:
         parser.error("one of --db-manager-address / --db-manager-address-file is required")
+    try:
+        stop_rules = [StopRule.parse(text) for text in ns.stop_rules]
+    except ValueError as exc:
+        parser.error(str(exc))
     return CollectorConfig(
         trial_name=ns.trial_name,
         metric_names=names,
@@ -467,6 +531,9 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         final_flush_timeout=ns.final_flush_timeout,
         grace_period=ns.grace_period,
         echo=ns.echo,
+        stop_rules=stop_rules,
+        objective_type=ns.objective_type,
+        early_stopping_address=ns.early_stopping_address,
     )
 
 

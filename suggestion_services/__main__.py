@@ -1,7 +1,9 @@
 """`python -m suggestion_services --algorithm NAME --port N [--host H]`.
 
 Prints one line, `suggestion service '<name>' listening on <host>:<port>`, which
-the controller parses, then serves until SIGTERM/SIGINT and exits 0.
+the controller parses, then serves until SIGTERM/SIGINT and exits 0. The same port
+also serves api.v1.beta1.EarlyStopping (Katib's controller expects it on 6788: run
+a second instance with `--port 6788` for a Katib deployment).
 """
 
 from __future__ import annotations

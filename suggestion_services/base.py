@@ -124,6 +124,10 @@ class BaseAlgorithm(abc.ABC):
     settings_schema: ClassVar[Mapping[str, SettingParser]] = {}
     #: True when the algorithm needs every parameter to be finite (e.g. grid).
     requires_finite_space: ClassVar[bool] = False
+    #: Contract checks that cannot apply to this algorithm, name → reason (names are
+    #: listed in katib.testing.algorithms.CONTRACT_EXEMPTIONS, e.g. "exact_count" for an
+    #: algorithm that sizes its own batches). The contract skips them, printing the reason.
+    contract_exemptions: ClassVar[Mapping[str, str]] = {}
 
     def parse_settings(self, experiment: ExperimentInfo) -> dict[str, object]:
         """Check every setting against `settings_schema`; unknown names are rejected."""

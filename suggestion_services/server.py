@@ -1,13 +1,17 @@
-"""gRPC front end: api.v1.beta1.Suggestion plus grpc.health.v1 (the only grpc importer here).
+"""gRPC front end: api.v1.beta1.Suggestion and EarlyStopping plus grpc.health.v1.
 
-Requests are converted to plain data (ExperimentInfo, TrialRecord) and handed to
-the algorithm named in the request; errors map to status codes through
-katib.apis.grpc_errors, and anything unexpected becomes INTERNAL with a message.
+The only grpc importer of this package. Requests are converted to plain data
+(ExperimentInfo, EarlyStoppingExperiment, TrialRecord) and handed to the algorithm
+named in the request; errors map to status codes through katib.apis.grpc_errors,
+and anything unexpected becomes INTERNAL with a message. Early-stopping algorithms
+read observation logs through DBManagerSource, a DBManager gRPC client.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, TypeVar, overload
@@ -15,11 +19,18 @@ from typing import Any, TypeVar, overload
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from katib.apis.grpc_errors import grpc_code_for
+from katib.apis.grpc_errors import error_from_rpc, grpc_code_for
 from katib.apis.v1beta1 import api_pb2, api_pb2_grpc
-from katib.errors import InvalidArgumentError, KatibError
+from katib.errors import InvalidArgumentError, KatibError, UnavailableError
 
 from .base import ExperimentInfo, ObjectiveType, TrialCondition, TrialRecord
+from .early_stopping import (
+    Comparison,
+    EarlyStoppingExperiment,
+    EarlyStoppingRule,
+    LoggedValue,
+    get_early_stopping,
+)
 from .registry import get_algorithm
 from .search_space import Distribution, ParameterSpec, ParameterType, SearchSpace
 
@@ -31,8 +42,11 @@ HEALTH_SERVICE_NAMES = (
     "",
     "api.v1.beta1.Suggestion",
     "manager.v1beta1.Suggestion",
+    "api.v1.beta1.EarlyStopping",
     "grpc.health.v1.Health",
 )
+#: What a server that hosts only EarlyStopping (serve_early_stopping) answers SERVING for.
+EARLY_STOPPING_HEALTH_NAMES = ("", "api.v1.beta1.EarlyStopping", "grpc.health.v1.Health")
 
 _PARAMETER_TYPES = {
     api_pb2.DOUBLE: ParameterType.DOUBLE,
@@ -248,26 +262,171 @@ class SuggestionServicer(api_pb2_grpc.SuggestionServicer):
         return _guard(context, "ValidateAlgorithmSettings", run)
 
 
-def add_health(server: grpc.Server) -> health.HealthServicer:
+_COMPARISONS_TO_PROTO = {
+    Comparison.EQUAL: api_pb2.EQUAL,
+    Comparison.LESS: api_pb2.LESS,
+    Comparison.GREATER: api_pb2.GREATER,
+}
+#: How long one GetObservationLog may take (Katib's medianstop uses 10 s).
+DBMANAGER_TIMEOUT_SECONDS = 10.0
+
+
+def early_stopping_experiment_from_proto(experiment: Any) -> EarlyStoppingExperiment:
+    """Experiment message -> what an early-stopping algorithm sees (settings from earlyStopping)."""
+    spec = experiment.spec
+    return EarlyStoppingExperiment(
+        name=experiment.name,
+        algorithm_name=spec.early_stopping.algorithm_name,
+        objective_type=_OBJECTIVES.get(spec.objective.type, ObjectiveType.UNKNOWN),
+        objective_metric_name=spec.objective.objective_metric_name,
+        additional_metric_names=tuple(spec.objective.additional_metric_names),
+        settings={s.name: s.value for s in spec.early_stopping.algorithm_settings},
+    )
+
+
+def rule_to_proto(rule: EarlyStoppingRule) -> Any:
+    return api_pb2.EarlyStoppingRule(
+        name=rule.name,
+        value=rule.value,
+        comparison=_COMPARISONS_TO_PROTO[rule.comparison],
+        start_step=rule.start_step,
+    )
+
+
+class DBManagerSource:
+    """ObservationSource over a DBManager's GetObservationLog (Katib's or ours)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = grpc.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+        )
+        self._stub = api_pb2_grpc.DBManagerStub(self._channel)
+
+    @property
+    def key(self) -> str:
+        return self.address
+
+    def observation_log(self, trial_name: str, metric_name: str) -> list[LoggedValue]:
+        request = api_pb2.GetObservationLogRequest(trial_name=trial_name, metric_name=metric_name)
+        try:
+            reply = self._stub.GetObservationLog(request, timeout=DBMANAGER_TIMEOUT_SECONDS)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise UnavailableError(
+                    f"DBManager at {self.address} (GetObservationLog {trial_name}): "
+                    f"{exc.details()}"
+                ) from None
+            raise error_from_rpc(exc, f"DBManager GetObservationLog {trial_name}") from None
+        return [
+            LoggedValue(m.time_stamp, m.metric.value) for m in reply.observation_log.metric_logs
+        ]
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class EarlyStoppingServicer(api_pb2_grpc.EarlyStoppingServicer):
+    """Serves every early-stopping algorithm; the request's algorithm_name picks one.
+
+    SetTrialStatus is where a metrics collector reports that it stopped a trial. Katib's
+    service patches the Trial object in Kubernetes; here `on_trial_stopped(trial_name)`
+    does the equivalent (the embedded runtime passes one that has its controller mark
+    the trial EarlyStopped; it raises NotFoundError for an unknown trial). Accepted
+    requests are recorded in `stopped_trials` (bounded), which is all a standalone
+    service, with no trial store attached, can do.
+    """
+
+    def __init__(
+        self,
+        on_trial_stopped: Callable[[str], None] | None = None,
+        max_recorded: int = 10_000,
+        max_sources: int = 8,
+    ) -> None:
+        self._on_trial_stopped = on_trial_stopped
+        self.stopped_trials: deque[str] = deque(maxlen=max_recorded)
+        self._sources: OrderedDict[str, DBManagerSource] = OrderedDict()
+        self._max_sources = max_sources
+        self._lock = threading.Lock()
+
+    def _source(self, address: str) -> DBManagerSource:
+        """One channel per DBManager address, reused across calls (bounded, LRU)."""
+        if not address:
+            raise InvalidArgumentError("db_manager_address must be set (host:port of DBManager)")
+        with self._lock:
+            source = self._sources.get(address)
+            if source is None:
+                source = self._sources[address] = DBManagerSource(address)
+                while len(self._sources) > self._max_sources:
+                    self._sources.popitem(last=False)[1].close()
+            self._sources.move_to_end(address)
+            return source
+
+    def GetEarlyStoppingRules(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Rules for the next trials, computed from the request alone (plus DBManager reads)."""
+
+        def run() -> Any:
+            experiment = early_stopping_experiment_from_proto(request.experiment)
+            algorithm = get_early_stopping(experiment.algorithm_name)()
+            algorithm.validate_settings(experiment.settings)
+            source = self._source(request.db_manager_address)
+            metric = experiment.objective_metric_name
+            trials = [trial_from_proto(t, metric) for t in request.trials]
+            rules = algorithm.get_rules(experiment, trials, source)
+            log.info("early-stopping rules for %s: %s", experiment.name, rules)
+            return api_pb2.GetEarlyStoppingRulesReply(
+                early_stopping_rules=[rule_to_proto(r) for r in rules]
+            )
+
+        return _guard(context, "GetEarlyStoppingRules", run)
+
+    def SetTrialStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """A collector stopped `trial_name`: hand it to `on_trial_stopped` and record it."""
+
+        def run() -> Any:
+            name = request.trial_name
+            if not name:
+                raise InvalidArgumentError("trial_name must not be empty")
+            if self._on_trial_stopped is not None:
+                self._on_trial_stopped(name)
+            self.stopped_trials.append(name)
+            log.info("trial %s was early stopped", name)
+            return api_pb2.SetTrialStatusReply()
+
+        return _guard(context, "SetTrialStatus", run)
+
+    def ValidateEarlyStoppingSettings(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """INVALID_ARGUMENT with Katib's message for an unknown algorithm or a bad setting."""
+
+        def run() -> Any:
+            spec = request.early_stopping
+            algorithm = get_early_stopping(spec.algorithm_name)()
+            algorithm.validate_settings({s.name: s.value for s in spec.algorithm_settings})
+            return api_pb2.ValidateEarlyStoppingSettingsReply()
+
+        return _guard(context, "ValidateEarlyStoppingSettings", run)
+
+    def close(self) -> None:
+        """Close the DBManager channels."""
+        with self._lock:
+            for source in self._sources.values():
+                source.close()
+            self._sources.clear()
+
+
+def add_health(
+    server: grpc.Server, names: Sequence[str] = HEALTH_SERVICE_NAMES
+) -> health.HealthServicer:
     """Register grpc.health.v1 answering SERVING for every name a caller may probe."""
     servicer = health.HealthServicer()
-    for name in HEALTH_SERVICE_NAMES:
+    for name in names:
         servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return servicer
 
 
-def serve(
-    algorithm_name: str | None, host: str = "127.0.0.1", port: int = 6789, max_workers: int = 8
-) -> tuple[grpc.Server, int]:
-    """Start a server (port 0 picks a free port); returns it with the bound port.
-
-    Raises InvalidArgumentError for an unknown algorithm name before binding.
-    """
-    servicer = SuggestionServicer(algorithm_name)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-    api_pb2_grpc.add_SuggestionServicer_to_server(servicer, server)
-    add_health(server)
+def _bind_and_start(server: grpc.Server, host: str, port: int) -> int:
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
@@ -276,4 +435,45 @@ def serve(
     if bound == 0:
         raise OSError(f"cannot listen on {address}")
     server.start()
-    return server, bound
+    return bound
+
+
+def serve(
+    algorithm_name: str | None,
+    host: str = "127.0.0.1",
+    port: int = 6789,
+    max_workers: int = 8,
+    *,
+    early_stopping: EarlyStoppingServicer | None = None,
+) -> tuple[grpc.Server, int]:
+    """Start a server (port 0 picks a free port); returns it with the bound port.
+
+    It serves Suggestion and EarlyStopping on the same port (a Katib controller that
+    expects EarlyStopping on 6788 can be pointed at a second instance on that port).
+    Raises InvalidArgumentError for an unknown algorithm name before binding.
+    """
+    servicer = SuggestionServicer(algorithm_name)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    api_pb2_grpc.add_SuggestionServicer_to_server(servicer, server)
+    api_pb2_grpc.add_EarlyStoppingServicer_to_server(
+        early_stopping or EarlyStoppingServicer(), server
+    )
+    add_health(server)
+    return server, _bind_and_start(server, host, port)
+
+
+def serve_early_stopping(
+    host: str = "127.0.0.1",
+    port: int = 6788,
+    servicer: EarlyStoppingServicer | None = None,
+    max_workers: int = 4,
+) -> tuple[grpc.Server, int]:
+    """Start a server with only EarlyStopping (and health); returns it with the bound port.
+
+    The embedded runtime uses this in-process, with a servicer whose SetTrialStatus
+    reaches its controller. Port 0 picks a free port; 6788 is Katib's.
+    """
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    api_pb2_grpc.add_EarlyStoppingServicer_to_server(servicer or EarlyStoppingServicer(), server)
+    add_health(server, EARLY_STOPPING_HEALTH_NAMES)
+    return server, _bind_and_start(server, host, port)

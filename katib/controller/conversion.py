@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from katib.api.models import Experiment, ObjectiveSpec, Trial, TrialConditionType
+from katib.api.models import (
+    ComparisonType,
+    EarlyStoppingRule,
+    EarlyStoppingSpec,
+    Experiment,
+    ObjectiveSpec,
+    Trial,
+    TrialConditionType,
+)
 from katib.apis.v1beta1 import api_pb2
 from katib.controller.observation import metric_value, strategies_of
 
@@ -29,6 +37,11 @@ _CONDITIONS = {
     TrialConditionType.FAILED: api_pb2.TrialStatus.FAILED,
     TrialConditionType.METRICS_UNAVAILABLE: api_pb2.TrialStatus.METRICSUNAVAILABLE,
     TrialConditionType.EARLY_STOPPED: api_pb2.TrialStatus.EARLYSTOPPED,
+}
+_COMPARISONS = {
+    api_pb2.EQUAL: ComparisonType.EQUAL,
+    api_pb2.LESS: ComparisonType.LESS,
+    api_pb2.GREATER: ComparisonType.GREATER,
 }
 
 
@@ -92,16 +105,28 @@ def experiment_to_pb(
         ),
     )
     if spec.early_stopping is not None:
-        message.spec.early_stopping.CopyFrom(
-            api_pb2.EarlyStoppingSpec(
-                algorithm_name=spec.early_stopping.algorithm_name or "",
-                algorithm_settings=[
-                    api_pb2.EarlyStoppingSetting(name=s.name, value=s.value)
-                    for s in spec.early_stopping.algorithm_settings or []
-                ],
-            )
-        )
+        message.spec.early_stopping.CopyFrom(early_stopping_to_pb(spec.early_stopping))
     return message
+
+
+def early_stopping_to_pb(spec: EarlyStoppingSpec) -> api_pb2.EarlyStoppingSpec:
+    return api_pb2.EarlyStoppingSpec(
+        algorithm_name=spec.algorithm_name or "",
+        algorithm_settings=[
+            api_pb2.EarlyStoppingSetting(name=s.name, value=s.value)
+            for s in spec.algorithm_settings or []
+        ],
+    )
+
+
+def rule_from_pb(rule: api_pb2.EarlyStoppingRule) -> EarlyStoppingRule:
+    """A reply's rule as the Trial CRD stores it (a comparison outside 1-3 becomes equal)."""
+    return EarlyStoppingRule(
+        name=rule.name,
+        value=rule.value,
+        comparison=_COMPARISONS.get(rule.comparison, ComparisonType.EQUAL),
+        start_step=rule.start_step,
+    )
 
 
 def trial_to_pb(experiment: Experiment, trial: Trial) -> api_pb2.Trial:

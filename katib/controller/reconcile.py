@@ -8,19 +8,30 @@ allow. New trials are stored (condition Created) before they are launched, and
 launching is idempotent, so a pass may be cut off at any instant and simply run
 again.
 
+Early stopping (Katib's flow, reference 1.4 and 4.3): when the experiment has
+spec.earlyStopping, every batch of new trials carries the rules GetEarlyStoppingRules
+returned just before it (stored in each Trial's spec.earlyStoppingRules and handed to
+its collector). A trial whose collector stopped it for those rules, or that was named
+in SetTrialStatus (`request_early_stop`), ends EarlyStopped with its observation;
+it counts as completed, not failed, like in Katib.
+
 Deliberate differences from Katib:
 - trials still running when the experiment ends are stopped and marked Killed
   (Katib leaves them running, kubeflow/katib#2061);
 - no more than maxTrialCount trials are ever created (Katib replaces
   MetricsUnavailable trials beyond the budget);
 - a search space that runs out ends the experiment as Succeeded with reason
-  ExperimentSuggestionEndReached (Katib never sets it).
+  ExperimentSuggestionEndReached (Katib never sets it);
+- a reply with fewer assignments than asked for is accepted (Katib retries the
+  request forever); the service is asked again once a trial has finished, which is
+  how hyperband waits for a rung.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +40,7 @@ from katib.api.models import (
     EXPERIMENT_LABEL,
     AlgorithmSetting,
     Condition,
+    EarlyStoppingRule,
     Experiment,
     ExperimentConditionType,
     ExperimentStatus,
@@ -40,6 +52,7 @@ from katib.api.models import (
     TrialStatus,
 )
 from katib.controller import observation, status
+from katib.controller.early_stopping_client import EarlyStoppingClient
 from katib.controller.faults import crash_point
 from katib.controller.suggestion_client import SuggestionClient
 from katib.controller.templating import render_run_spec
@@ -78,12 +91,47 @@ class Controller:
         executor: BaseExecutor,
         suggestion_client: Callable[[str], SuggestionClient],
         context: Callable[[Experiment], LaunchContext],
+        early_stopping_client: Callable[[str], EarlyStoppingClient] | None = None,
     ) -> None:
         self.storage = storage
         self.executor = executor
         self._client_for = suggestion_client
         self._context = context
+        self._early_stopping_for = early_stopping_client
         self._exhausted: set[tuple[str, str]] = set()
+        # Experiments whose last reply was short: ask again once a trial has finished.
+        self._waiting: set[tuple[str, str]] = set()
+        self._stop_requests: set[str] = set()
+        self._stop_lock = threading.Lock()
+
+    # --- early stopping ----------------------------------------------------------------
+    def request_early_stop(self, trial_name: str) -> None:
+        """SetTrialStatus arrived for `trial_name`: the next pass ends it as EarlyStopped.
+
+        Thread-safe (called from the EarlyStopping server's threads); only the reconcile
+        pass writes the trial, so there is a single writer. A running trial is stopped.
+        """
+        with self._stop_lock:
+            self._stop_requests.add(trial_name)
+
+    def _stop_requested(self, trial_name: str, consume: bool = False) -> bool:
+        with self._stop_lock:
+            if trial_name not in self._stop_requests:
+                return False
+            if consume:
+                self._stop_requests.discard(trial_name)
+            return True
+
+    def _early_stopping_rules(
+        self, experiment: Experiment, trials: Sequence[Trial]
+    ) -> list[EarlyStoppingRule]:
+        """Rules for the next batch (none without spec.earlyStopping or a client)."""
+        spec = experiment.spec.early_stopping
+        if spec is None or self._early_stopping_for is None:
+            return []
+        client = self._early_stopping_for(spec.algorithm_name or "")
+        address = self._context(experiment).db_manager_address
+        return client.get_rules(experiment, trials, address)
 
     # --- trials --------------------------------------------------------------------
     def _launch(self, experiment: Experiment, trial: Trial) -> None:
@@ -101,7 +149,13 @@ class Controller:
             status.mark_trial(trial, TrialConditionType.RUNNING, "TrialRunning", "Trial is running")
         self.storage.update_trial_status(trial)
 
-    def _finish(self, experiment: Experiment, trial: Trial, outcome: TrialOutcome) -> None:
+    def _finish(
+        self,
+        experiment: Experiment,
+        trial: Trial,
+        outcome: TrialOutcome,
+        early_stopped: bool = False,
+    ) -> None:
         if outcome.unreported:
             self.storage.report_observation_log(trial.name, outcome.unreported)
             crash_point("after_ingest")
@@ -111,6 +165,8 @@ class Controller:
         names = list(observation.strategies_of(experiment))
         entries = self.storage.get_observation_log(trial.name)
         trial.status.observation = observation.build_observation(entries, names)
+        stopped = outcome.early_stopped or early_stopped
+        has_value = observation.objective_value(experiment, trial) is not None
         if outcome.phase == TrialPhase.LOST:
             status.mark_trial(
                 trial,
@@ -118,16 +174,25 @@ class Controller:
                 "TrialLost",
                 f"Trial has failed: {outcome.message}",
             )
-        elif not outcome.succeeded:
+        elif stopped and has_value:
+            status.mark_trial(
+                trial,
+                TrialConditionType.EARLY_STOPPED,
+                "TrialEarlyStopped",
+                "Trial is early stopped",
+            )
+        elif not stopped and not outcome.succeeded:
             message = "Trial has failed"
             if outcome.message:
                 message += f". Job message: {outcome.message}"
             status.mark_trial(trial, TrialConditionType.FAILED, "TrialFailed", message)
-        elif observation.objective_value(experiment, trial) is not None:
+        elif has_value:
             status.mark_trial(
                 trial, TrialConditionType.SUCCEEDED, "TrialSucceeded", "Trial has succeeded"
             )
         else:
+            # Katib appends MetricsUnavailable over EarlyStopped when the objective is
+            # missing; an early-stopped trial goes straight to it here.
             objective = experiment.spec.objective
             metric = objective.objective_metric_name if objective else ""
             seen = any(e.metric_name == metric for e in entries)
@@ -136,6 +201,8 @@ class Controller:
                 if seen
                 else f"objective metric {metric} was not reported"
             )
+            if stopped:
+                detail = f"the trial was early stopped and its {detail}"
             status.mark_trial(
                 trial,
                 TrialConditionType.METRICS_UNAVAILABLE,
@@ -146,7 +213,12 @@ class Controller:
         self.storage.update_trial_status(trial)
 
     def _build_trial(
-        self, experiment: Experiment, name: str, assignments: dict[str, str], labels: dict[str, str]
+        self,
+        experiment: Experiment,
+        name: str,
+        assignments: dict[str, str],
+        labels: dict[str, str],
+        rules: Sequence[EarlyStoppingRule] = (),
     ) -> Trial:
         template = experiment.spec.trial_template
         assert template is not None
@@ -166,6 +238,7 @@ class Controller:
                 parameter_assignments=[
                     ParameterAssignment(name=k, value=v) for k, v in assignments.items()
                 ],
+                early_stopping_rules=[r.model_copy() for r in rules] or None,
                 run_spec=render_run_spec(experiment, name, assignments),
                 retain_run=template.retain,
                 metrics_collector=experiment.spec.metrics_collector_spec,
@@ -190,6 +263,8 @@ class Controller:
         algorithm = experiment.spec.algorithm
         client = self._client_for(algorithm.algorithm_name or "" if algorithm else "")
         settings = [(s.name, s.value) for s in exp_status.algorithm_settings or []]
+        # Before GetSuggestions (Katib asks after): a failure here then costs no suggestions.
+        rules = self._early_stopping_rules(experiment, trials)
         try:
             reply = client.get_suggestions(experiment, trials, count, len(trials) + count, settings)
         except errors.SearchSpaceExhaustedError as exc:
@@ -203,14 +278,24 @@ class Controller:
                 AlgorithmSetting(name=k, value=v) for k, v in merged.items()
             ]
         if len(reply.assignments) < count:
-            self._exhausted.add(key)  # a short reply means the space has run out
+            # All the algorithm has for this history (hyperband waiting for a rung, a
+            # finite space nearly used up). Only a finished trial can change its answer;
+            # with nothing running, nothing will, so the search is over.
+            if reply.assignments or any(not t.is_completed for t in trials):
+                self._waiting.add(key)
+            else:
+                self._exhausted.add(key)
         new: list[Trial] = []
         for assignments, name, labels in zip(
             reply.assignments, reply.trial_names, reply.labels, strict=True
         ):
             new.append(
                 self._build_trial(
-                    experiment, name or new_trial_name(experiment.name), assignments, labels
+                    experiment,
+                    name or new_trial_name(experiment.name),
+                    assignments,
+                    labels,
+                    rules,
                 )
             )
         if new:
@@ -238,9 +323,24 @@ class Controller:
 
         for trial in trials:
             if trial.is_completed:
+                self._stop_requested(trial.name, consume=True)
                 continue
             outcome = self.executor.poll(trial)
-            if outcome.phase == TrialPhase.NOT_STARTED:
+            requested = self._stop_requested(trial.name)
+            if requested and outcome.phase == TrialPhase.RUNNING:
+                self.executor.stop(trial)
+                outcome = self.executor.poll(trial)
+            if requested and outcome.phase == TrialPhase.NOT_STARTED:
+                self._stop_requested(trial.name, consume=True)
+                status.mark_trial(
+                    trial,
+                    TrialConditionType.EARLY_STOPPED,
+                    "TrialEarlyStopped",
+                    "Trial is early stopped",
+                )
+                self.storage.update_trial_status(trial)
+                result.finished.append(trial.name)
+            elif outcome.phase == TrialPhase.NOT_STARTED:
                 self._launch(experiment, trial)
             elif outcome.phase == TrialPhase.RUNNING:
                 if trial.condition == TrialConditionType.CREATED:
@@ -249,7 +349,12 @@ class Controller:
                     )
                     self.storage.update_trial_status(trial)
             else:
-                self._finish(experiment, trial, outcome)
+                self._finish(
+                    experiment,
+                    trial,
+                    outcome,
+                    early_stopped=self._stop_requested(trial.name, consume=True),
+                )
                 result.finished.append(trial.name)
 
         if not self._decide(experiment, exp_status, trials):
@@ -260,7 +365,10 @@ class Controller:
             add = parallel - active
             if spec.max_trial_count is not None:
                 add = min(add, spec.max_trial_count - len(trials))
-            if add > 0 and (namespace, name) not in self._exhausted:
+            key = (namespace, name)
+            if result.finished or active == 0:
+                self._waiting.discard(key)
+            if add > 0 and key not in self._exhausted and key not in self._waiting:
                 new = self._create_trials(experiment, trials, add, exp_status)
                 for trial in new:
                     self._launch(experiment, trial)

@@ -3,6 +3,14 @@
 The same servers as in server mode, wired on 127.0.0.1 with ephemeral ports:
 DBManager runs in this process (the collectors of local trials report to it),
 each algorithm's suggestion service runs as a child process.
+
+The EarlyStopping service runs in this process too, started on first use: it is
+cheap (no model, no heavy imports) and stateless, so a separate process would buy
+no isolation, and in-process its SetTrialStatus can reach the controller directly
+(Katib's service patches the Trial object; ours asks the controller, the single
+writer of trials, to end the trial as EarlyStopped). Its rules are still fetched
+over gRPC, like from Katib's service, and it reads observation logs over gRPC from
+this process's DBManager.
 """
 
 from __future__ import annotations
@@ -10,15 +18,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from katib import errors
 from katib.api.models import Experiment, ExperimentConditionType
 from katib.controller import status
+from katib.controller.early_stopping_client import EarlyStoppingClient
 from katib.controller.reconcile import Controller, PassResult
 from katib.controller.suggestion_client import SuggestionClient, SuggestionServiceProcess
 from katib.executors.base import BaseExecutor, LaunchContext
@@ -27,6 +38,11 @@ from katib.storage.base import BaseStorage
 from katib.storage.dbmanager import serve_dbmanager
 from katib.storage.engine import default_data_dir, resolve_url
 from katib.storage.sql import SQLStorage
+
+if TYPE_CHECKING:
+    import grpc
+
+    from suggestion_services.server import EarlyStoppingServicer
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +103,16 @@ class Runtime:
         self.executor = executor or LocalExecutor(self.data_dir / "trials", notice=notice)
         self._services: dict[str, SuggestionServiceProcess] = {}
         self._experiment_dirs: dict[tuple[str, str], Path] = {}
+        self._early_stopping: tuple[grpc.Server, EarlyStoppingServicer, EarlyStoppingClient] | None
+        self._early_stopping = None
+        self._early_stopping_lock = threading.Lock()
         self.owner = owner_identity()
         self.controller = Controller(
-            self.storage, self.executor, self.suggestion_client, self.launch_context
+            self.storage,
+            self.executor,
+            self.suggestion_client,
+            self.launch_context,
+            early_stopping_client=self.early_stopping_client,
         )
 
     # --- wiring --------------------------------------------------------------------
@@ -102,12 +125,54 @@ class Runtime:
             self._services[algorithm] = service
         return service.client()
 
+    def early_stopping_client(self, algorithm: str = "") -> EarlyStoppingClient:
+        """A client of the in-process EarlyStopping service (started on first use).
+
+        One service serves every early-stopping algorithm; the request names it.
+        """
+        with self._early_stopping_lock:
+            if self._early_stopping is None:
+                from suggestion_services.server import (
+                    EarlyStoppingServicer,
+                    serve_early_stopping,
+                )
+
+                servicer = EarlyStoppingServicer(on_trial_stopped=self.on_trial_stopped)
+                server, port = serve_early_stopping("127.0.0.1", 0, servicer)
+                client = EarlyStoppingClient(f"127.0.0.1:{port}")
+                self._early_stopping = (server, servicer, client)
+            return self._early_stopping[2]
+
+    @property
+    def early_stopping_address(self) -> str:
+        """host:port of the EarlyStopping service (collectors call SetTrialStatus there)."""
+        return self.early_stopping_client().address
+
+    def on_trial_stopped(self, trial_name: str) -> None:
+        """SetTrialStatus(trial_name): have the controller end the trial as EarlyStopped.
+
+        NotFoundError for a trial this storage does not know; a completed trial is left
+        as it is (the call is idempotent).
+        """
+        for namespace in sorted({e.namespace for e in self.storage.list_experiments()}):
+            try:
+                trial = self.storage.get_trial(trial_name, namespace)
+            except errors.NotFoundError:
+                continue
+            if not trial.is_completed:
+                self.controller.request_early_stop(trial_name)
+            return
+        raise errors.NotFoundError(f"trial {trial_name} not found")
+
     def launch_context(self, experiment: Experiment) -> LaunchContext:
         return LaunchContext(
             experiment=experiment,
             db_manager_address=self.db_manager_address,
             db_manager_address_file=self.address_file,
             experiment_dir=self._experiment_dirs.get((experiment.namespace, experiment.name)),
+            early_stopping_address=(
+                self.early_stopping_address if experiment.spec.early_stopping else None
+            ),
         )
 
     # --- submitting ------------------------------------------------------------------
@@ -126,6 +191,8 @@ class Runtime:
             algorithm = experiment.spec.algorithm
             name = algorithm.algorithm_name or "" if algorithm else ""
             self.suggestion_client(name).validate(experiment)
+            if experiment.spec.early_stopping is not None:
+                self.early_stopping_client().validate(experiment.spec.early_stopping)
             self.storage.create_experiment(experiment)
             return self.storage.get_experiment(experiment.name, experiment.namespace)
         new_spec = experiment.spec.to_dict()
@@ -241,6 +308,12 @@ class Runtime:
         for service in self._services.values():
             service.close()
         self._services.clear()
+        if self._early_stopping is not None:
+            server, servicer, client = self._early_stopping
+            client.close()
+            server.stop(grace=1.0).wait(2.0)
+            servicer.close()
+            self._early_stopping = None
         self.executor.close()
         self._server.stop(grace=1.0).wait(2.0)
         self.storage.close()

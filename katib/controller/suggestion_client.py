@@ -84,9 +84,10 @@ class SuggestionClient:
             total_request_number=total,
         )
         try:
-            reply = self._stub.GetSuggestions(
-                request, timeout=SUGGESTION_TIMEOUT_SECONDS, wait_for_ready=True
-            )
+            # No wait_for_ready: the service is listening before a client exists, and a
+            # service that has died must fail the call now (UNAVAILABLE, retried with a
+            # restarted service) instead of holding it until the 60 s deadline.
+            reply = self._stub.GetSuggestions(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "GetSuggestions") from None
         if len(reply.parameter_assignments) > count:

@@ -15,6 +15,8 @@ and is asked about it on every reconcile. The contract every member honours
 - `stop` ends a trial's whole process tree (or its objects) and is idempotent.
 - Observations that the trial could not deliver to DBManager come back in
   `TrialOutcome.unreported`, for the controller to store before it decides.
+- A trial carrying `spec.earlyStoppingRules` is watched by a collector that applies
+  them; when it stopped the trial for them, the outcome says `early_stopped`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class TrialOutcome:
     signal: int | None = None
     message: str = ""
     unreported: list[MetricLogEntry] = field(default_factory=list)
+    early_stopped: bool = False  # its collector stopped it because the rules held
 
     @property
     def succeeded(self) -> bool:
@@ -57,6 +60,7 @@ class LaunchContext:
     db_manager_address: str
     db_manager_address_file: Path | None = None
     experiment_dir: Path | None = None  # where the Experiment file lives (relative paths)
+    early_stopping_address: str | None = None  # EarlyStopping service (SetTrialStatus)
 
 
 class BaseExecutor(abc.ABC):

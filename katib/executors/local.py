@@ -157,6 +157,7 @@ class LocalExecutor(BaseExecutor):
             source = collector.source if collector else None
             for regex in (source.filter.metrics_format or []) if source and source.filter else []:
                 collector_argv += ["--filter", regex]
+            collector_argv += self._stop_rule_args(trial, context)
             collector_argv += ["--", *argv]
             work = directory / "work"
             work.mkdir(exist_ok=True)
@@ -177,6 +178,23 @@ class LocalExecutor(BaseExecutor):
             os.replace(marker, directory / "launched")
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _stop_rule_args(trial: Trial, context: LaunchContext) -> list[str]:
+        """Katib's sidecar flags for the trial's early-stopping rules (none without rules)."""
+        rules = trial.spec.early_stopping_rules or []
+        if not rules:
+            return []
+        objective = context.experiment.spec.objective
+        args = ["--objective-type", str(objective.type if objective else "") or "maximize"]
+        for rule in rules:
+            args += [
+                "--stop-rule",
+                f"{rule.name};{rule.value};{rule.comparison};{rule.start_step or 1}",
+            ]
+        if context.early_stopping_address:
+            args += ["--early-stopping-address", context.early_stopping_address]
+        return args
 
     # --- poll --------------------------------------------------------------------
     def poll(self, trial: Trial) -> TrialOutcome:
@@ -251,7 +269,10 @@ class LocalExecutor(BaseExecutor):
         message = data.get("error") or ""
         exit_code = data.get("exit_code")
         sig = data.get("signal")
-        if not message and sig:
+        early_stopped = bool(data.get("early_stopped"))
+        if not message and early_stopped:
+            message = f"early stopped: {data.get('early_stopped_reason') or 'rules held'}"
+        elif not message and sig:
             message = f"trial process ended by signal {sig}"
         elif not message and exit_code not in (0, None):
             message = f"trial process exited with code {exit_code}"
@@ -261,6 +282,7 @@ class LocalExecutor(BaseExecutor):
             signal=sig,
             message=message,
             unreported=unreported,
+            early_stopped=early_stopped,
         )
 
     def acknowledge(self, trial: Trial) -> None:

@@ -3,14 +3,26 @@
 Use: subclass `AlgorithmContract` in a test module and provide an
 `algorithm_name` fixture (tests/contract parametrises it over
 suggestion_services.registry.ALGORITHMS, so new algorithms are covered
-automatically). Override `call_suggest` / `call_validate` to run the same
-checks through another transport (the integration tests use a real server).
+automatically). Override `call_suggest_with_settings` / `call_validate` to run
+the same checks through another transport (the integration tests use a real
+server in the test process, so `clear_all_caches` reaches its caches too).
+
+What every algorithm guarantees: exactly current_request_number valid, typed
+points inside the space (or fewer only when a finite space runs out, then a
+SearchSpaceExhaustedError); no repeat within a batch or of any trial of the
+history where the space allows it, also for a batch of 8 in a continuous space
+(constant liar); the same answer for the same (random_state, history), whether
+the service is fresh, warm, or has served other experiments; per-experiment
+caches that notice any edit of the history and stay within their bound. An
+algorithm that cannot meet a check by design says so in
+`BaseAlgorithm.contract_exemptions` (names in CONTRACT_EXEMPTIONS).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -18,12 +30,22 @@ import pytest
 
 from katib.apis.v1beta1 import api_pb2
 from katib.errors import InvalidArgumentError, SearchSpaceExhaustedError
+from katib.testing.algorithm_histories import (
+    distribution_specs,
+    edited_histories,
+    finished,
+    grow_like_controller,
+    sampled_points,
+    small_finite_specs,
+    synthetic_objective,
+)
 from suggestion_services.base import (
     ExperimentInfo,
     ObjectiveType,
     TrialCondition,
     TrialRecord,
 )
+from suggestion_services.experiment_cache import ExperimentCache, clear_all_caches
 from suggestion_services.registry import ALGORITHMS, get_algorithm
 from suggestion_services.search_space import ParameterSpec, SearchSpace
 
@@ -160,20 +182,69 @@ def check_point(specs: Sequence[ParameterSpec], point: Assignments) -> None:
             assert math.isclose(k, round(k), abs_tol=1e-6), (s.name, text)
 
 
+#: Names an algorithm may list in BaseAlgorithm.contract_exemptions (name → reason).
+CONTRACT_EXEMPTIONS: dict[str, str] = {
+    "exact_count": "replies with exactly current_request_number assignments",
+    "finite_spaces": "runs on any small finite space, never repeats a point, then says exhausted",
+    "arbitrary_history": "accepts any history: foreign, failed, running trials, any order",
+}
+
+
+def algorithm_caches(algorithm_name: str) -> list[ExperimentCache[Any]]:
+    """The ExperimentCaches an algorithm's class (and bases) or module hold."""
+    cls = ALGORITHMS[algorithm_name]
+    namespaces = [vars(sys.modules[cls.__module__]), *(vars(c) for c in cls.__mro__)]
+    found = {id(v): v for ns in namespaces for v in ns.values() if isinstance(v, ExperimentCache)}
+    return list(found.values())
+
+
+def point_key(space: SearchSpace, point: Mapping[str, str]) -> tuple[object, ...]:
+    """A point as the space compares points ("0.10" and "0.1" are the same)."""
+    return space.key_of(point)
+
+
+RequiredSettings = Mapping[str, str] | Callable[[Sequence[ParameterSpec]], Mapping[str, str]]
+
+
+def hyperband_settings(specs: Sequence[ParameterSpec]) -> dict[str, str]:
+    """hyperband's resource: `layers` if the space has it, else its first int parameter.
+
+    r_l=27 with eta 3 opens with 27 configurations at resource 1, so the contract's
+    short histories are never all waiting for a rung to finish (they reach resources
+    1 and 3 only). tests/unit/test_hyperband.py checks the schedule itself.
+    """
+    names = [s.name for s in specs]
+    ints = [s.name for s in specs if s.parameter_type == "int"]
+    resource = "layers" if "layers" in names else (ints or names)[0]
+    return {"r_l": "27", "eta": "3", "resource_name": resource}
+
+
 class AlgorithmContract:
     """The checks; needs an `algorithm_name` fixture from the subclass's module."""
 
-    #: Settings an algorithm needs to run at all (e.g. hyperband's r_l), by name.
-    REQUIRED_SETTINGS: ClassVar[dict[str, dict[str, str]]] = {}
+    #: Settings an algorithm needs to run at all (e.g. hyperband's r_l), by name; a
+    #: callable gets the experiment's specs (hyperband's resource must be one of them).
+    REQUIRED_SETTINGS: ClassVar[dict[str, RequiredSettings]] = {"hyperband": hyperband_settings}
+    #: ExperimentInfo fields an algorithm needs (e.g. parallel_trial_count), by name.
+    EXPERIMENT_FIELDS: ClassVar[dict[str, dict[str, Any]]] = {
+        "hyperband": {"parallel_trial_count": 27},  # Katib's rule: ceil(eta^s_max)
+    }
 
     # -- transport hooks ------------------------------------------------------
+
+    def call_suggest_with_settings(
+        self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int
+    ) -> tuple[list[Assignments], dict[str, str]]:
+        """Ask for n points and the settings to echo (a fresh instance per call)."""
+        algorithm = get_algorithm(experiment.algorithm_name)()
+        result = algorithm.suggest_with_settings(experiment, trials, n)
+        return [s.assignments for s in result.suggestions], result.settings
 
     def call_suggest(
         self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int
     ) -> list[Assignments]:
-        """Ask for n points (a fresh instance per call, as a stateless server may)."""
-        algorithm = get_algorithm(experiment.algorithm_name)()
-        return [s.assignments for s in algorithm.suggest(experiment, trials, n)]
+        """Ask for n points."""
+        return self.call_suggest_with_settings(experiment, trials, n)[0]
 
     def call_validate(self, experiment: ExperimentInfo) -> None:
         """Validate settings; raises InvalidArgumentError."""
@@ -188,35 +259,91 @@ class AlgorithmContract:
         self, algorithm_name: str, specs: Sequence[ParameterSpec] | None = None,
         random_state: int | None = 42, **extra: str,
     ) -> ExperimentInfo:
-        settings = dict(self.REQUIRED_SETTINGS.get(algorithm_name, {}))
+        specs = list(specs) if specs is not None else self.specs_for(algorithm_name)
+        required = self.REQUIRED_SETTINGS.get(algorithm_name, {})
+        settings = dict(required(specs) if callable(required) else required)
         has_seed = "random_state" in ALGORITHMS[algorithm_name].settings_schema
         if random_state is not None and has_seed:
             settings["random_state"] = str(random_state)
         settings.update(extra)
-        return make_experiment(
-            algorithm_name, specs if specs is not None else self.specs_for(algorithm_name),
-            settings,
+        exp = make_experiment(algorithm_name, specs, settings)
+        return replace(exp, **self.EXPERIMENT_FIELDS.get(algorithm_name, {}))
+
+    def require(self, algorithm_name: str, check: str) -> None:
+        """Skip when the algorithm declares that `check` cannot apply to it."""
+        reason = ALGORITHMS[algorithm_name].contract_exemptions.get(check)
+        if reason is not None:
+            pytest.skip(f"{algorithm_name} is exempt from {check!r}: {reason}")
+
+    def exempt(self, algorithm_name: str, check: str) -> bool:
+        return check in ALGORITHMS[algorithm_name].contract_exemptions
+
+    def assert_count(self, algorithm_name: str, points: Sequence[Assignments], n: int) -> None:
+        """Exactly n, unless the algorithm sizes its own batches (then at least one)."""
+        if self.exempt(algorithm_name, "exact_count"):
+            assert points, "an empty reply for a space that is not exhausted"
+        else:
+            assert len(points) == n, (len(points), n)
+
+    def controller_history(
+        self, exp: ExperimentInfo, size: int, batch: int = 3
+    ) -> tuple[ExperimentInfo, list[TrialRecord]]:
+        """A history of about `size` trials grown as a controller grows it (see
+        algorithm_histories.grow_like_controller), feeding echoed settings back.
+
+        Returns the experiment with the settings to send next, and the history. An
+        algorithm exempt from "arbitrary_history" gets only its own, successful trials.
+        """
+        plain = self.exempt(exp.algorithm_name, "arbitrary_history")
+        current = [exp]
+
+        def suggest(trials: Sequence[TrialRecord], n: int) -> list[Assignments]:
+            points, settings = self.call_suggest_with_settings(current[0], trials, n)
+            current[0] = replace(current[0], settings={**current[0].settings, **settings})
+            for p in points:
+                check_point(exp.search_space.specs, p)
+            return points
+
+        history = grow_like_controller(
+            suggest, exp.search_space, size, batch,
+            foreign_every=0 if plain else 3, all_succeed=plain,
         )
+        return current[0], history
 
     # -- the contract -------------------------------------------------------------
+
+    def test_exemptions_are_known(self, algorithm_name: str) -> None:
+        declared = set(ALGORITHMS[algorithm_name].contract_exemptions)
+        assert declared <= set(CONTRACT_EXEMPTIONS), declared - set(CONTRACT_EXEMPTIONS)
 
     @pytest.mark.parametrize("n", [1, 3, 8])
     def test_exactly_n_valid_points(self, algorithm_name: str, n: int) -> None:
         exp = self.experiment(algorithm_name)
         points = self.call_suggest(exp, [], n)
-        assert len(points) == n
+        self.assert_count(algorithm_name, points, n)
         for p in points:
             check_point(exp.search_space.specs, p)
 
     def test_values_in_bounds_on_step_with_history(self, algorithm_name: str) -> None:
         exp = self.experiment(algorithm_name)
         history: list[TrialRecord] = []
-        for _ in range(4):
-            points = self.call_suggest(exp, history, 10)
-            assert len(points) == 10
+        for _ in range(3):
+            points = self.call_suggest(exp, history, 8)
+            self.assert_count(algorithm_name, points, 8)
             for p in points:
                 check_point(exp.search_space.specs, p)
             history += as_history(points, start=len(history))
+
+    def test_every_distribution_in_bounds(self, algorithm_name: str) -> None:
+        """normal and logNormal are unbounded in hyperopt; here they must stay inside."""
+        self.require(algorithm_name, "arbitrary_history")
+        finite = ALGORITHMS[algorithm_name].requires_finite_space
+        exp = self.experiment(algorithm_name, distribution_specs(finite))
+        exp, history = self.controller_history(exp, 12)
+        points = self.call_suggest(exp, history, 8)
+        self.assert_count(algorithm_name, points, 8)
+        for p in points:
+            check_point(exp.search_space.specs, p)
 
     def test_deterministic(self, algorithm_name: str) -> None:
         exp = self.experiment(algorithm_name, random_state=7)
@@ -224,6 +351,8 @@ class AlgorithmContract:
         first = self.call_suggest(exp, history, 4)
         assert self.call_suggest(exp, history, 4) == first
         assert self.call_suggest(exp, list(history), 4) == first
+        clear_all_caches()
+        assert self.call_suggest(exp, history, 4) == first
 
     def test_stateless(self, algorithm_name: str) -> None:
         exp = self.experiment(algorithm_name, random_state=3)
@@ -238,7 +367,75 @@ class AlgorithmContract:
         assert [s.assignments for s in used.suggest(exp, history, 3)] == expected
         assert self.call_suggest(exp, history, 3) == expected
 
+    def test_warm_equals_cold_after_a_real_history(self, algorithm_name: str) -> None:
+        """A service that has followed the experiment answers as a fresh one would.
+
+        The history mixes the algorithm's own trials with a user's runs, failed,
+        early-stopped, metrics-less, killed and still-running trials.
+        """
+        exp, history = self.controller_history(self.experiment(algorithm_name), 18)
+        warm = self.call_suggest(exp, history, 4)
+        self.assert_count(algorithm_name, warm, 4)
+        clear_all_caches()
+        cold = self.call_suggest(exp, history, 4)
+        assert warm == cold
+        # A process serving other experiments meanwhile is no different.
+        other = replace(exp, name="other-experiment")
+        self.controller_history(other, 6)
+        assert self.call_suggest(exp, history, 4) == cold
+
+    def test_cache_follows_edited_history(self, algorithm_name: str) -> None:
+        """After warming with H, an edited H gets the answer a fresh service gives."""
+        exp, history = self.controller_history(self.experiment(algorithm_name), 15)
+        failures = []
+        for edit, edited in edited_histories(history).items():
+            self.call_suggest(exp, history, 2)  # warm with H (grown one batch at a time)
+            warm = self.call_suggest(exp, edited, 2)
+            clear_all_caches()
+            cold = self.call_suggest(exp, edited, 2)
+            if warm != cold:
+                failures.append(f"{edit}: warm {warm} != cold {cold}")
+        assert not failures, "\n".join(failures)
+
+    def test_caches_stay_bounded(self, algorithm_name: str) -> None:
+        """3 x max_entries experiments later, each of the algorithm's caches is within bound."""
+        caches = algorithm_caches(algorithm_name)
+        if not caches:
+            pytest.skip(f"{algorithm_name} keeps no per-experiment cache")
+        base = self.experiment(algorithm_name)
+        space = base.search_space
+        plain = self.exempt(algorithm_name, "arbitrary_history")
+        for i in range(3 * max(c.max_entries for c in caches)):
+            exp = replace(base, name=f"bounded-{i}")
+            if plain:
+                history = as_history(self.call_suggest(exp, [], 3))
+            else:  # enough observed trials for a model to be fitted and cached
+                history = [
+                    TrialRecord(f"run-{j}", p, TrialCondition.SUCCEEDED,
+                                synthetic_objective(space.specs, p))
+                    for j, p in enumerate(sampled_points(space, 12, seed=i))
+                ]
+            self.call_suggest(exp, history, 1)
+        for cache in caches:
+            assert len(cache) <= cache.max_entries, (len(cache), cache.max_entries)
+        assert any(len(c) for c in caches), "the loop never reached the caches"
+
+    def test_batch_distinct_in_continuous_space_after_history(self, algorithm_name: str) -> None:
+        """A model-based algorithm asked for 8 must give 8 distinct new points (constant liar)."""
+        if ALGORITHMS[algorithm_name].requires_finite_space:
+            pytest.skip(f"{algorithm_name} needs a finite space")
+        exp, history = self.controller_history(self.experiment(algorithm_name), 15)
+        space = exp.search_space
+        assert space.size is None
+        batch = self.call_suggest(exp, history, 8)
+        self.assert_count(algorithm_name, batch, 8)
+        keys = [point_key(space, p) for p in batch]
+        assert len(set(keys)) == len(keys), batch
+        used = {point_key(space, t.assignments) for t in history}
+        assert not used & set(keys), [p for p, k in zip(batch, keys, strict=True) if k in used]
+
     def test_accepts_foreign_history(self, algorithm_name: str) -> None:
+        self.require(algorithm_name, "arbitrary_history")
         exp = self.experiment(algorithm_name)
         specs = exp.search_space.specs
         own = self.call_suggest(exp, [], 6)
@@ -258,11 +455,12 @@ class AlgorithmContract:
             TrialRecord("unknown", dict(own[1]), TrialCondition.UNKNOWN),
         ]
         points = self.call_suggest(exp, history, 5)
-        assert len(points) == 5
+        self.assert_count(algorithm_name, points, 5)
         for p in points:
             check_point(specs, p)
 
     def test_no_duplicates_small_discrete_space(self, algorithm_name: str) -> None:
+        self.require(algorithm_name, "finite_spaces")
         specs = tiny_specs()
         exp = self.experiment(algorithm_name, specs)
         batch = self.call_suggest(exp, [], 4)
@@ -278,6 +476,7 @@ class AlgorithmContract:
             seen.add(tuple(p.items()))
 
     def test_exhausts_tiny_discrete_space(self, algorithm_name: str) -> None:
+        self.require(algorithm_name, "finite_spaces")
         specs = tiny_specs()
         exp = self.experiment(algorithm_name, specs)
         history: list[TrialRecord] = []
@@ -298,6 +497,32 @@ class AlgorithmContract:
                      for t in history]
         with pytest.raises(SearchSpaceExhaustedError):
             self.call_suggest(exp, rewritten, 1)
+
+    def test_small_finite_space_after_a_model_fits(self, algorithm_name: str) -> None:
+        """27 points asked for 8 at a time, with failures and running trials in the
+        history: never a repeat, exactly 8 while 8 remain, then exhausted."""
+        self.require(algorithm_name, "finite_spaces")
+        specs = small_finite_specs()
+        exp = self.experiment(algorithm_name, specs)
+        space = exp.search_space
+        history: list[TrialRecord] = []
+        previous: list[int] = []
+        while len(history) < 27:
+            for i in previous:  # the batch before last finishes; the last one still runs
+                history[i] = finished(history[i], i, specs)
+            previous = [i for i, t in enumerate(history) if t.condition is TrialCondition.RUNNING]
+            points = self.call_suggest(exp, history, 8)
+            assert len(points) == min(8, 27 - len(history)), (len(points), len(history))
+            keys = {point_key(space, p) for p in points}
+            assert len(keys) == len(points), points
+            assert not keys & {point_key(space, t.assignments) for t in history}, points
+            for p in points:
+                check_point(specs, p)
+            start = len(history)
+            history += [TrialRecord(f"trial-{start + j}", p, TrialCondition.RUNNING)
+                        for j, p in enumerate(points)]
+        with pytest.raises(SearchSpaceExhaustedError):
+            self.call_suggest(exp, history, 1)
 
     def test_validate_accepts_good_settings(self, algorithm_name: str) -> None:
         self.call_validate(self.experiment(algorithm_name, random_state=11))

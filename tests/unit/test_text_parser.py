@@ -287,6 +287,8 @@ def test_result_round_trip_and_missing_and_corrupt(tmp_path: Path) -> None:
         "started_at",
         "finished_at",
         "error",
+        "early_stopped",
+        "early_stopped_reason",
     }
     path.write_text("{not json")
     corrupt = TrialResult.read(path)
