@@ -1,6 +1,7 @@
 """Throughput and CPU cost of the metrics collector's parsers and sources.
 
     python bench/collector_parsers.py [--mb 20] [--events 100000] [--seconds 5]
+        [--only parsers|events|wrapper|follow]... [--collector-root DIR]
 
 1. Parsing throughput, single thread, data in memory (MB/s of log text with 1% metric
    lines): TEXT with Katib's default filter, TEXT with a custom filter (Katib's
@@ -289,7 +290,8 @@ def _stat_times(pid: int) -> tuple[float, float]:
     return own, children
 
 
-def wrapper_cpu(rate: int, seconds: float, unbuffered: bool) -> dict[str, float]:
+def wrapper_cpu(rate: int, seconds: float, unbuffered: bool, root: Path = ROOT) -> dict[str, float]:
+    """One wrapper run; ``root`` is the checkout whose metrics_collector runs (A/B runs)."""
     with tempfile.TemporaryDirectory() as tmp, dbmanager() as (db, address):
         env = dict(os.environ)
         if unbuffered:
@@ -303,7 +305,7 @@ def wrapper_cpu(rate: int, seconds: float, unbuffered: bool) -> dict[str, float]
             "--", sys.executable, "-c", PRINTER, str(rate), str(seconds),
         ]  # fmt: skip
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        proc = subprocess.Popen(cmd, cwd=root, env=env)
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # a zombie: /proc still there
         wall = time.monotonic() - start
         own, trial = _stat_times(proc.pid)
@@ -318,17 +320,17 @@ def wrapper_cpu(rate: int, seconds: float, unbuffered: bool) -> dict[str, float]
         }
 
 
-def bench_wrapper(rate: int, seconds: float) -> list[str]:
+def bench_wrapper(rate: int, seconds: float, root: Path = ROOT) -> list[str]:
     rows = [
         "| trial stdout | lines | metrics reported | wall s | trial CPU s | collector CPU s "
         "| above idle s | above idle, % of a core | collector / trial CPU |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    idle = wrapper_cpu(0, seconds, False)  # start-up, gRPC import, 10 polls/s, final flush
+    idle = wrapper_cpu(0, seconds, False, root)  # start-up, gRPC import, polls, final flush
     runs = [("idle trial (prints nothing)", idle)]
     for unbuffered in (False, True):
         label = "line-flushed (PYTHONUNBUFFERED)" if unbuffered else "block-buffered (default)"
-        runs.append((label, wrapper_cpu(rate, seconds, unbuffered)))
+        runs.append((label, wrapper_cpu(rate, seconds, unbuffered, root)))
     for label, r in runs:
         above = r["collector"] - idle["collector"]
         ratio = f"{100 * r['collector'] / r['trial']:.0f}%" if r["trial"] else "-"
@@ -413,16 +415,38 @@ def main(argv: list[str] | None = None) -> list[str]:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=5.0, help="length of the CPU runs")
     ap.add_argument("--rate", type=int, default=10_000, help="trial lines per second")
+    ap.add_argument(
+        "--collector-root",
+        type=Path,
+        default=ROOT,
+        help="directory holding the metrics_collector package the wrapper runs from "
+        "(e.g. an exported older version, for A/B runs); default this checkout",
+    )
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable); default all",
+    )
     args = ap.parse_args(argv)
-    out = ["### Parsing throughput (in memory, one thread)", ""]
-    out += bench_parsers(args.mb)
-    out += ["", "### Event files (TfEventFollower.finish over one file)", ""]
-    out += bench_events(args.events)
-    out += ["", f"### CPU of the stdout wrapper, trial printing {args.rate:,} lines/s", ""]
-    out += bench_wrapper(args.rate, args.seconds)
-    out += ["", "### CPU of following a file / an event directory (poll every 0.1 s)", ""]
-    out += bench_follow(args.seconds)
+    only = set(args.only or SECTIONS)
+    out: list[str] = []
+    if "parsers" in only:
+        out += ["### Parsing throughput (in memory, one thread)", ""]
+        out += [*bench_parsers(args.mb), ""]
+    if "events" in only:
+        out += ["### Event files (TfEventFollower.finish over one file)", ""]
+        out += [*bench_events(args.events), ""]
+    if "wrapper" in only:
+        out += [f"### CPU of the stdout wrapper, trial printing {args.rate:,} lines/s", ""]
+        out += [*bench_wrapper(args.rate, args.seconds, args.collector_root), ""]
+    if "follow" in only:
+        out += ["### CPU of following a file / an event directory (poll every 0.1 s)", ""]
+        out += [*bench_follow(args.seconds), ""]
     return out
+
+
+SECTIONS = ("parsers", "events", "wrapper", "follow")
 
 
 if __name__ == "__main__":

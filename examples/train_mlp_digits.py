@@ -34,9 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def forward(
-    params: list[np.ndarray], x: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def forward(params: list[np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hidden activations and class probabilities."""
     w1, b1, w2, b2 = params
     hidden = np.maximum(x @ w1 + b1, 0.0)

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,12 @@ class TrialResult:
     ``early_stopped`` says that the collector itself stopped the command because every
     early-stopping rule held (``signal``/``exit_code`` then tell how the command ended);
     ``early_stopped_reason`` gives the rules' account.
+
+    ``reason`` says why the objective got no finite value from this collector (None
+    when it got one): the file was never created, JSON lines were skipped, which event
+    tags there were, ... The controller puts it in the MetricsUnavailable condition.
+    ``metric_counts`` is the number of reports per metric (their DB step numbers run
+    1..n in this order); ``collector_kind`` the wrapper's --source-kind.
     """
 
     exit_code: int | None = None
@@ -51,6 +57,9 @@ class TrialResult:
     error: str | None = None
     early_stopped: bool = False
     early_stopped_reason: str | None = None
+    reason: str | None = None
+    metric_counts: dict[str, int] = field(default_factory=dict)
+    collector_kind: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in the on-disk key order."""

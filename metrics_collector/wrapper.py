@@ -1,33 +1,48 @@
-"""Run a trial's command, log its output, parse metrics from it and report them.
+"""Run a trial's command, log its output, collect its metrics and report them.
 
-This is the local stand-in for Katib's StdOut metrics-collector sidecar, but as a
-wrapper: the command's merged stdout/stderr flows through this process, is appended to
-``trial.log`` unchanged, and is parsed as it arrives (not once at the end), so metrics
-reach the DBManager while the trial runs. The controller learns how the command ended
-from ``result.json``, written atomically once everything has been flushed.
+This is the local stand-in for Katib's metrics-collector sidecar, but as a wrapper:
+the command's merged stdout/stderr flows through this process and is appended to
+``trial.log`` unchanged, whatever the collector kind. Metrics come from the source the
+kind names (metrics_collector.sources): the output itself (StdOut), a file (File) or
+an event directory (TensorFlowEvent), parsed as they arrive rather than once at the
+end, so metrics reach the DBManager, and the early-stopping rules, while the trial
+runs. With Push/None the trial reports its own metrics; with Custom the user's
+collector runs beside the trial (metrics_collector.custom_collector). The controller
+learns how the command ended from ``result.json``, written atomically once everything
+has been flushed; when the objective never showed up, its ``reason`` says why.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import math
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
 
 from katib.errors import KatibError
+from metrics_collector.custom_collector import CUSTOM_LOG, DEFAULT_TIMEOUT, CustomCollector
 from metrics_collector.early_stopping import RuleChecker, StopRule, notify_stopped
-from metrics_collector.parsers import PARSE_HEAD_BYTES, TextParser, split_metric_names
+from metrics_collector.heartbeat import HeartbeatWriter, interval_from_env
+from metrics_collector.parsers import (
+    FILE_FORMATS,
+    PARSE_HEAD_BYTES,
+    ParsedMetric,
+    make_line_parser,
+    split_metric_names,
+)
 from metrics_collector.result import (
     COLLECTOR_LOG,
     COLLECTOR_PID,
@@ -37,6 +52,14 @@ from metrics_collector.result import (
     UNREPORTED_FILE,
     TrialResult,
     utc_now_iso,
+)
+from metrics_collector.sources import (
+    COLLECTING_KINDS,
+    FileSource,
+    LineConsumer,
+    MetricSource,
+    SourceKind,
+    TfEventSource,
 )
 
 if TYPE_CHECKING:
@@ -51,6 +74,37 @@ MAX_PENDING_BYTES = 1024 * 1024
 DRAIN_TIMEOUT = 2.0
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
+#: After a read shorter than this, wait COALESCE_DELAY before the next one, so a trial
+#: that flushes every line is read in blocks (one select/read/write per ~100 lines at
+#: 10k lines/s, not per line). Adds at most COALESCE_DELAY of latency; a read that
+#: fills this much means output is arriving fast and is never delayed.
+COALESCE_BYTES = 4096
+COALESCE_DELAY = 0.01
+#: While output flows, how often to check whether the command has exited (waitpid).
+EXIT_CHECK_INTERVAL = 0.05
+#: At most this many non-finite objective values are quoted in a reason.
+MAX_QUOTED_VALUES = 3
+
+
+def lines_containing(block: bytes, names: Sequence[bytes]) -> list[bytes]:
+    """The lines of ``block`` (newline-separated, no trailing newline) holding any name.
+
+    A block of a hundred log lines usually holds one metric line; finding the names
+    with ``bytes.find`` costs far less than splitting and looking at every line.
+    """
+    spans: dict[int, int] = {}
+    for name in names:
+        if not name:
+            continue
+        pos = block.find(name)
+        while pos >= 0:
+            start = block.rfind(b"\n", 0, pos) + 1
+            end = block.find(b"\n", pos)
+            if end < 0:
+                end = len(block)
+            spans[start] = end
+            pos = block.find(name, end + 1)
+    return [block[start:end] for start, end in sorted(spans.items())]
 
 
 class LineAssembler:
@@ -60,13 +114,19 @@ class LineAssembler:
     (only the head of a long line is parsed). A partial line that grows past
     ``max_pending`` is emitted (head only) and the rest is skipped up to the next newline,
     so a 10 MB line without a newline costs at most ``max_pending`` bytes of memory.
+    With ``pick``, complete lines that contain none of those byte strings are dropped
+    early (a parser can find nothing in them); the line a chunk completes is always kept.
     """
 
     def __init__(
-        self, max_pending: int = MAX_PENDING_BYTES, parse_head: int = PARSE_HEAD_BYTES
+        self,
+        max_pending: int = MAX_PENDING_BYTES,
+        parse_head: int = PARSE_HEAD_BYTES,
+        pick: Sequence[bytes] | None = None,
     ) -> None:
         self.max_pending = max(parse_head, max_pending)
         self.parse_head = parse_head
+        self._pick = tuple(pick) if pick else None
         self._pending = bytearray()
         self._discarding = False
 
@@ -90,7 +150,9 @@ class LineAssembler:
                 start = first + 1
             if last >= start:
                 block = data[start:last]
-                if want is None or want(block):
+                if self._pick is not None:
+                    out.extend(lines_containing(block, self._pick))
+                elif want is None or want(block):
                     out.extend(block.split(b"\n"))
             start = last + 1
         if start < len(data):
@@ -136,6 +198,15 @@ class CollectorConfig:
     stop_rules: list[StopRule] = field(default_factory=list)
     objective_type: str = "maximize"
     early_stopping_address: str | None = None
+    source_kind: SourceKind = SourceKind.STDOUT
+    file_path: Path | None = None
+    file_format: str = "TEXT"
+    tfevent_dir: Path | None = None
+    poll_interval: float | None = None
+    custom_command: list[str] = field(default_factory=list)
+    custom_env: dict[str, str] = field(default_factory=dict)
+    custom_timeout: float = DEFAULT_TIMEOUT
+    metrics_path: str | None = None  # Custom: source.fileSystemPath.path, as seen locally
 
 
 class _Stopper:
@@ -180,6 +251,16 @@ class Wrapper:
         self.objective = cfg.metric_names[0]
         self.metrics_count = 0
         self.objective_seen = False
+        #: Reports per metric, in order: the step each report gets in the DB (its
+        #: DBManager numbers a trial's reports per metric as they arrive).
+        self.metric_counts: dict[str, int] = {}
+        self.objective_finite = False
+        self._nonfinite: list[str] = []
+        self._lines_read = 0
+        self._consumer: LineConsumer | None = None
+        self._source: MetricSource | None = None
+        self._custom: CustomCollector | None = None
+        self._reporter: Reporter | None = None
         self._stopper = _Stopper()
         self._proc: subprocess.Popen[bytes] | None = None
         self._shared_group = False
@@ -202,45 +283,64 @@ class Wrapper:
         result = TrialResult(started_at=utc_now_iso())
         old = {s: signal.signal(s, self._stopper) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            parser = TextParser(self.cfg.metric_names, self.cfg.filters or None)
-        except KatibError as exc:
+            self._setup_source()
+        except (KatibError, OSError) as exc:
             result.error = str(exc)
             return self._finish(result, None)
         with open(self.dir / TRIAL_LOG, "ab", buffering=0) as trial_log:
+            if self.cfg.source_kind == SourceKind.CUSTOM:
+                try:
+                    self._start_custom()
+                except OSError as exc:
+                    result.error = f"custom metrics collector cannot start: {exc}"
+                    log.error("%s", result.error)
+                    trial_log.write(f"katib-metrics-collector: {result.error}\n".encode())
+                    return self._finish(result, None)
             try:
                 self._start(trial_log)
             except OSError as exc:
                 result.exit_code, result.error = self._start_error(exc)
                 log.error("%s", result.error)
                 trial_log.write(f"katib-metrics-collector: {result.error}\n".encode())
+                if self._custom is not None:
+                    self._custom.stop()
                 return self._finish(result, None)
-            # gRPC is imported once the trial runs, so the import overlaps the trial's start-up
-            from metrics_collector.reporter import Reporter
+            reporter: Reporter | None = None
+            if self.cfg.source_kind in COLLECTING_KINDS:
+                # gRPC is imported once the trial runs, so the import overlaps its start-up
+                from metrics_collector.reporter import Reporter
 
-            reporter = Reporter(
-                self.cfg.trial_name,
-                self.cfg.db_manager_address,
-                self.cfg.db_manager_address_file,
-                batch_size=self.cfg.batch_size,
-                flush_interval=self.cfg.flush_interval,
-                max_buffer=self.cfg.max_buffer,
-                spool_path=self.dir / UNREPORTED_FILE,
-            )
+                reporter = Reporter(
+                    self.cfg.trial_name,
+                    self.cfg.db_manager_address,
+                    self.cfg.db_manager_address_file,
+                    batch_size=self.cfg.batch_size,
+                    flush_interval=self.cfg.flush_interval,
+                    max_buffer=self.cfg.max_buffer,
+                    spool_path=self.dir / UNREPORTED_FILE,
+                )
+            self._reporter = reporter
             try:
-                self._pump(parser, reporter, trial_log)
+                self._pump(trial_log)
+                self._finish_stop()
+                if self._source is not None:
+                    self._take(self._source.finish())
+                    log.info("%s", self._source.describe())
             except Exception as exc:  # keep going: the child must still be reaped and reported
                 log.exception("collector failure")
                 result.error = f"collector failure: {exc}"
                 self._stop_child(force=True)
             finally:
                 self._finish_stop()
-                reporter.close(self.cfg.final_flush_timeout)
-                log.info(
-                    "delivered %d metric(s), %d unreported",
-                    reporter.delivered,
-                    reporter.unreported_count,
-                )
-            if reporter.unreported_path is not None:
+                self._finish_custom(result)
+                if reporter is not None:
+                    reporter.close(self.cfg.final_flush_timeout)
+                    log.info(
+                        "delivered %d metric(s), %d unreported",
+                        reporter.delivered,
+                        reporter.unreported_count,
+                    )
+            if reporter is not None and reporter.unreported_path is not None:
                 result.unreported = UNREPORTED_FILE
         for s, handler in old.items():
             signal.signal(s, handler)
@@ -248,6 +348,125 @@ class Wrapper:
         if result.early_stopped and self.cfg.early_stopping_address:
             notify_stopped(self.cfg.early_stopping_address, self.cfg.trial_name)
         return code
+
+    # -- sources -------------------------------------------------------------------
+
+    def _setup_source(self) -> None:
+        """Build the parser/source the kind needs; Katib's validation errors propagate."""
+        cfg = self.cfg
+        kind = cfg.source_kind
+        if kind == SourceKind.STDOUT:
+            parser = make_line_parser("TEXT", cfg.metric_names, cfg.filters or None)
+            self._consumer = LineConsumer(parser, self.objective)
+        elif kind == SourceKind.FILE:
+            if cfg.file_path is None:
+                raise KatibError("collector kind File needs --file-path")
+            parser = make_line_parser(cfg.file_format, cfg.metric_names, cfg.filters or None)
+            self._source = FileSource(
+                cfg.file_path, LineConsumer(parser, self.objective), cfg.poll_interval
+            )
+        elif kind == SourceKind.TFEVENT:
+            if cfg.tfevent_dir is None:
+                raise KatibError("collector kind TensorFlowEvent needs --tfevent-dir")
+            self._source = TfEventSource(cfg.tfevent_dir, cfg.metric_names, cfg.poll_interval)
+        elif kind == SourceKind.CUSTOM and not cfg.custom_command:
+            raise KatibError("collector kind Custom needs --custom-command")
+        if cfg.stop_rules and kind not in COLLECTING_KINDS:
+            # as in Katib: without a collector that sees the metrics, nothing applies them
+            log.warning("collector kind %s sees no metrics: early-stopping rules not applied", kind)
+
+    def _start_custom(self) -> None:
+        """Start the user's collector with the trial's context in its environment."""
+        cfg = self.cfg
+        env = {**os.environ, **cfg.custom_env}
+        env.update(
+            KATIB_TRIAL_NAME=cfg.trial_name,
+            KATIB_METRIC_NAMES=",".join(cfg.metric_names),
+            KATIB_TRIAL_DIR=str(self.dir),
+            KATIB_TRIAL_LOG=str(self.dir / TRIAL_LOG),
+            KATIB_TRIAL_PID_FILE=str(self.dir / TRIAL_PID),
+        )
+        if cfg.db_manager_address:
+            env["KATIB_DB_MANAGER_ADDRESS"] = cfg.db_manager_address
+        if cfg.db_manager_address_file is not None:
+            env["KATIB_DB_MANAGER_ADDRESS_FILE"] = str(cfg.db_manager_address_file)
+        if cfg.metrics_path:
+            env["KATIB_METRICS_PATH"] = cfg.metrics_path
+        self._custom = CustomCollector(
+            cfg.custom_command,
+            env,
+            self.dir / CUSTOM_LOG,
+            own_group=os.getpgrp() != os.getpid(),
+            grace_period=cfg.grace_period,
+        )
+        self._custom.start()
+
+    def _finish_custom(self, result: TrialResult) -> None:
+        """The trial is over: close the collector's stdin, wait for it, record a failure."""
+        custom = self._custom
+        if custom is None:
+            return
+        custom.trial_ended()
+        custom.wait(self.cfg.custom_timeout, lambda: self._stopper.signum is not None)
+        error = custom.error(self.cfg.custom_timeout)
+        if error is not None:
+            log.error("%s", error)
+            if result.error is None:
+                result.error = error
+
+    def _take(self, found: list[ParsedMetric]) -> None:
+        """Count, report and apply the early-stopping rules to new observations."""
+        if not found:
+            return
+        self.metrics_count += len(found)
+        counts = self.metric_counts
+        for m in found:
+            counts[m.name] = counts.get(m.name, 0) + 1
+            if m.name == self.objective and not self.objective_finite:
+                self.objective_seen = True
+                with contextlib.suppress(ValueError):
+                    self.objective_finite = math.isfinite(float(m.value))
+                if not self.objective_finite and len(self._nonfinite) < MAX_QUOTED_VALUES:
+                    self._nonfinite.append(m.value[:40])
+        if self._reporter is not None:
+            self._reporter.add(found)
+        proc = self._proc
+        if self._rules.observe((m.name, m.value) for m in found) and proc is not None:
+            self._early_stop(proc)
+
+    def _missing_reason(self) -> str | None:
+        """Why the objective has no finite value (None when it has one), for the trial."""
+        if self.objective_finite:
+            return None
+        obj = self.objective
+        if self.objective_seen:
+            return (
+                f"{obj} was reported {self.metric_counts.get(obj, 0)} time(s), never as a "
+                f"finite number (values: {', '.join(self._nonfinite)})"
+            )
+        kind = self.cfg.source_kind
+        if kind == SourceKind.STDOUT:
+            text = f"the trial's output ({self._lines_read} line(s)) has no value for {obj}"
+            mentions = self._consumer.mentions() if self._consumer is not None else ""
+            reason = f"{text}; {mentions}" if mentions else text
+        elif self._source is not None:
+            reason = self._source.missing_reason()
+        elif kind == SourceKind.CUSTOM:
+            custom = self._custom
+            code = custom.exit_code if custom is not None else None
+            reason = (
+                "collector kind Custom: metrics come only from the custom collector "
+                f"({shlex.join(self.cfg.custom_command)[:100]}, exit code {code})"
+            )
+        else:
+            reason = (
+                f"collector kind {'None' if kind == SourceKind.NONE else 'Push'}: metrics "
+                "come only from the trial's own katib.report_metrics calls"
+            )
+        others = [f"{n} x{c}" for n, c in self.metric_counts.items() if n != obj]
+        if others:
+            reason += f"; other metrics seen: {', '.join(others)}"
+        return reason
 
     # -- process control ---------------------------------------------------------
 
@@ -339,38 +558,40 @@ class Wrapper:
 
     # -- output ------------------------------------------------------------------
 
-    def _pump(self, parser: TextParser, reporter: Reporter, trial_log: BinaryIO) -> None:
+    def _pump(self, trial_log: BinaryIO) -> None:
+        """Log the output until the command has exited and its output is drained.
+
+        StdOut parses the output as it arrives; File and TensorFlowEvent poll their
+        source every ``interval`` meanwhile (their last read is the caller's finish()).
+        """
         proc = self._proc
         assert proc is not None and proc.stdout is not None
-        assembler = LineAssembler()
+        consumer = self._consumer
+        source = self._source
+        names = consumer.parser.metric_names if consumer is not None else ()
+        assembler = LineAssembler(pick=[n.encode("utf-8") for n in names] or None)
+        want = consumer.parser.wanted if consumer is not None else None
         echo = sys.stdout.buffer if self.cfg.echo else None
         fd = proc.stdout.fileno()
         sel = selectors.DefaultSelector()
         sel.register(fd, selectors.EVENT_READ)
         exited_at: float | None = None
         eof = False
-
-        def consume(lines: list[bytes]) -> None:
-            if not lines:
-                return
-            now = datetime.now(UTC)
-            found = []
-            for line in lines:
-                found.extend(parser.parse_bytes(line, now))
-            if found:
-                self.metrics_count += len(found)
-                if not self.objective_seen:
-                    self.objective_seen = any(m.name == self.objective for m in found)
-                reporter.add(found)
-                if self._rules.observe((m.name, m.value) for m in found):
-                    self._early_stop(proc)
-
+        now = time.monotonic()
+        next_poll = now + source.interval if source is not None else math.inf
+        next_check = now
         try:
             while True:
                 if self._stopping and (not self._killed and proc.poll() is None):
                     self._stop_child()
+                now = time.monotonic()
+                if source is not None and now >= next_poll:
+                    self._take(source.poll())
+                    now = time.monotonic()
+                    next_poll = now + source.interval
+                wait = min(0.1, max(0.0, next_poll - now))
                 if not eof:
-                    if sel.select(0.1):
+                    if sel.select(wait):
                         data = os.read(fd, READ_CHUNK)
                         if data:
                             trial_log.write(data)
@@ -380,25 +601,38 @@ class Wrapper:
                                     echo.flush()
                                 except OSError:
                                     echo = None
-                            consume(assembler.feed(data, parser.wanted))
+                            if consumer is not None:
+                                self._lines_read += data.count(b"\n")
+                                self._take(consumer.parse(assembler.feed(data, want)))
+                            if len(data) < COALESCE_BYTES:
+                                time.sleep(COALESCE_DELAY)
                         else:
                             eof = True
+                    else:
+                        next_check = 0.0  # idle: look at the command now
                 else:
                     with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(0.1)
+                        proc.wait(wait)
+                now = time.monotonic()
+                if not eof and now < next_check:
+                    continue
+                next_check = now + EXIT_CHECK_INTERVAL
                 if proc.poll() is not None:
                     if eof:
                         break
                     if exited_at is None:
-                        exited_at = time.monotonic()
-                    elif time.monotonic() - exited_at > DRAIN_TIMEOUT:
+                        exited_at = now
+                    elif now - exited_at > DRAIN_TIMEOUT:
                         log.warning(
                             "output still open %.0fs after the command exited "
                             "(a child process holds it); stop reading",
                             DRAIN_TIMEOUT,
                         )
                         break
-            consume(assembler.finish())
+            if consumer is not None:
+                last = assembler.finish()
+                self._lines_read += len(last)  # a last line without a newline
+                self._take(consumer.parse(last))
         finally:
             sel.close()
             proc.stdout.close()
@@ -431,6 +665,10 @@ class Wrapper:
                 result.early_stopped_reason = self.early_stop_reason
         result.objective_seen = self.objective_seen
         result.metrics_count = self.metrics_count
+        result.metric_counts = dict(self.metric_counts)
+        result.collector_kind = self.cfg.source_kind.value
+        if proc is not None:
+            result.reason = self._missing_reason()
         result.finished_at = utc_now_iso()
         result.write(self.dir / RESULT_FILE)
         log.info("result: %s", result.to_dict())
@@ -447,7 +685,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     """The command line the controller's local executor uses."""
     p = argparse.ArgumentParser(
         prog="python -m metrics_collector",
-        description="Run a trial command, collect TEXT metrics from its output, report them.",
+        description="Run a trial command, log its output, collect its metrics, report them.",
     )
     p.add_argument("--trial-name", required=True)
     p.add_argument(
@@ -495,6 +733,54 @@ def build_arg_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="EarlyStopping service told (SetTrialStatus) when a rule stopped the trial",
     )
+    src = p.add_argument_group("metrics source (Katib's metricsCollectorSpec)")
+    src.add_argument(
+        "--source-kind",
+        choices=[k.value for k in SourceKind],
+        default=SourceKind.STDOUT.value,
+        help="stdout|file|tfevent (parsed here), push|none (the trial reports itself), "
+        "custom (--custom-command reports)",
+    )
+    src.add_argument("--file-path", type=Path, default=None, help="file kind: the metrics file")
+    src.add_argument(
+        "--file-format",
+        default="TEXT",
+        type=str.upper,
+        help=f"file kind: {' or '.join(FILE_FORMATS)} (JSON takes no --filter)",
+    )
+    src.add_argument(
+        "--tfevent-dir", type=Path, default=None, help="tfevent kind: the event file directory"
+    )
+    src.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        help="seconds between reads of the file (default 0.1) or event directory (0.5)",
+    )
+    src.add_argument(
+        "--custom-command",
+        default=None,
+        metavar="JSON",
+        help='custom kind: the collector\'s argv as a JSON list, e.g. \'["python3", "c.py"]\'',
+    )
+    src.add_argument(
+        "--custom-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="custom kind: environment of the collector (repeatable)",
+    )
+    src.add_argument(
+        "--custom-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="custom kind: seconds to wait for the collector after the trial ended",
+    )
+    src.add_argument(
+        "--metrics-path",
+        default=None,
+        help="custom kind: source.fileSystemPath.path as seen here (KATIB_METRICS_PATH)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARG...")
     return p
 
@@ -517,6 +803,25 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         stop_rules = [StopRule.parse(text) for text in ns.stop_rules]
     except ValueError as exc:
         parser.error(str(exc))
+    kind = SourceKind(ns.source_kind)
+    custom_command: list[str] = []
+    if ns.custom_command is not None:
+        try:
+            custom_command = json.loads(ns.custom_command)
+        except ValueError as exc:
+            parser.error(f"--custom-command is not JSON: {exc}")
+        if (
+            not isinstance(custom_command, list)
+            or not custom_command
+            or not all(isinstance(a, str) for a in custom_command)
+        ):
+            parser.error("--custom-command must be a non-empty JSON list of strings")
+    custom_env: dict[str, str] = {}
+    for item in ns.custom_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--custom-env {item!r} is not NAME=VALUE")
+        custom_env[name] = value
     return CollectorConfig(
         trial_name=ns.trial_name,
         metric_names=names,
@@ -534,6 +839,15 @@ def parse_args(argv: Sequence[str] | None = None) -> CollectorConfig:
         stop_rules=stop_rules,
         objective_type=ns.objective_type,
         early_stopping_address=ns.early_stopping_address,
+        source_kind=kind,
+        file_path=ns.file_path,
+        file_format=ns.file_format,
+        tfevent_dir=ns.tfevent_dir,
+        poll_interval=ns.poll_interval,
+        custom_command=custom_command,
+        custom_env=custom_env,
+        custom_timeout=ns.custom_timeout,
+        metrics_path=ns.metrics_path,
     )
 
 
@@ -555,6 +869,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info(
         "collector pid %d for trial %s, metrics %s", os.getpid(), cfg.trial_name, cfg.metric_names
     )
+    # Liveness for the controller (metrics_collector.heartbeat): beats until we exit.
+    heartbeat = HeartbeatWriter(cfg.trial_dir, interval_from_env()).start()
     try:
         return Wrapper(cfg).run()
     except Exception as exc:  # last resort: always leave a result for the controller
@@ -563,3 +879,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg.trial_dir / RESULT_FILE
         )
         return 1
+    finally:
+        heartbeat.stop()

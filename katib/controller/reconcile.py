@@ -24,7 +24,13 @@ Deliberate differences from Katib:
   ExperimentSuggestionEndReached (Katib never sets it);
 - a reply with fewer assignments than asked for is accepted (Katib retries the
   request forever); the service is asked again once a trial has finished, which is
-  how hyperband waits for a rung.
+  how hyperband waits for a rung;
+- a running trial whose collector stops sending heartbeats for longer than the
+  heartbeat timeout (KATIB_HEARTBEAT_TIMEOUT, 30 s) is killed and marked Failed with
+  reason TrialHeartbeatLost (Katib relies on the kubelet instead); a trial whose
+  collector died without an outcome (LOST) has its surviving processes killed;
+- an executor may limit how many trials of an experiment run at once
+  (`max_parallel`, e.g. a metrics path that cannot be private), or defer a launch.
 """
 
 from __future__ import annotations
@@ -54,9 +60,17 @@ from katib.api.models import (
 from katib.controller import observation, status
 from katib.controller.early_stopping_client import EarlyStoppingClient
 from katib.controller.faults import crash_point
+from katib.controller.heartbeats import HeartbeatMonitor
 from katib.controller.suggestion_client import SuggestionClient
 from katib.controller.templating import render_run_spec
-from katib.executors.base import BaseExecutor, LaunchContext, TrialOutcome, TrialPhase
+from katib.executors.base import (
+    BaseExecutor,
+    LaunchContext,
+    LaunchDeferredError,
+    TrialOutcome,
+    TrialPhase,
+    heartbeat_timeout,
+)
 from katib.storage.base import BaseStorage
 
 log = logging.getLogger(__name__)
@@ -92,7 +106,10 @@ class Controller:
         suggestion_client: Callable[[str], SuggestionClient],
         context: Callable[[Experiment], LaunchContext],
         early_stopping_client: Callable[[str], EarlyStoppingClient] | None = None,
+        heartbeat_timeout_seconds: float | None = None,
     ) -> None:
+        """``heartbeat_timeout_seconds``: silence after which a running trial is lost
+        (default KATIB_HEARTBEAT_TIMEOUT or 30 s; 0 never declares one lost)."""
         self.storage = storage
         self.executor = executor
         self._client_for = suggestion_client
@@ -103,6 +120,11 @@ class Controller:
         self._waiting: set[tuple[str, str]] = set()
         self._stop_requests: set[str] = set()
         self._stop_lock = threading.Lock()
+        self._heartbeats = HeartbeatMonitor(
+            heartbeat_timeout()
+            if heartbeat_timeout_seconds is None
+            else max(0.0, heartbeat_timeout_seconds)
+        )
 
     # --- early stopping ----------------------------------------------------------------
     def request_early_stop(self, trial_name: str) -> None:
@@ -138,6 +160,9 @@ class Controller:
         try:
             self.executor.launch(trial, self._context(experiment))
             crash_point("after_launch")
+        except LaunchDeferredError as exc:
+            log.debug("%s: launch deferred: %s", trial.name, exc)
+            return  # stays Created; launched on a later pass
         except errors.ExecutorError as exc:
             status.mark_trial(
                 trial,
@@ -149,12 +174,29 @@ class Controller:
             status.mark_trial(trial, TrialConditionType.RUNNING, "TrialRunning", "Trial is running")
         self.storage.update_trial_status(trial)
 
+    def _heartbeat_lost(self, trial: Trial, outcome: TrialOutcome) -> bool:
+        """Has a running trial's heartbeat stopped for too long? Then kill what is left.
+
+        On True, ``outcome.message`` says what was seen (for the Failed condition).
+        """
+        if not outcome.watch_heartbeat:
+            return False
+        lost = self._heartbeats.observe(trial.name, outcome.heartbeat)
+        if lost is None:
+            return False
+        log.warning("%s: %s", trial.name, lost.message())
+        self.executor.kill(trial)
+        self._heartbeats.forget(trial.name)
+        outcome.message = lost.message()
+        return True
+
     def _finish(
         self,
         experiment: Experiment,
         trial: Trial,
         outcome: TrialOutcome,
         early_stopped: bool = False,
+        lost_reason: str = "TrialLost",
     ) -> None:
         if outcome.unreported:
             self.storage.report_observation_log(trial.name, outcome.unreported)
@@ -171,7 +213,7 @@ class Controller:
             status.mark_trial(
                 trial,
                 TrialConditionType.FAILED,
-                "TrialLost",
+                lost_reason,
                 f"Trial has failed: {outcome.message}",
             )
         elif stopped and has_value:
@@ -201,6 +243,8 @@ class Controller:
                 if seen
                 else f"objective metric {metric} was not reported"
             )
+            if outcome.metrics_reason:
+                detail += f": {outcome.metrics_reason}"
             if stopped:
                 detail = f"the trial was early stopped and its {detail}"
             status.mark_trial(
@@ -342,6 +386,14 @@ class Controller:
                 result.finished.append(trial.name)
             elif outcome.phase == TrialPhase.NOT_STARTED:
                 self._launch(experiment, trial)
+            elif outcome.phase == TrialPhase.RUNNING and self._heartbeat_lost(trial, outcome):
+                result.finished.append(trial.name)
+                self._finish(
+                    experiment,
+                    trial,
+                    TrialOutcome(TrialPhase.LOST, message=outcome.message),
+                    lost_reason="TrialHeartbeatLost",
+                )
             elif outcome.phase == TrialPhase.RUNNING:
                 if trial.condition == TrialConditionType.CREATED:
                     status.mark_trial(
@@ -349,6 +401,9 @@ class Controller:
                     )
                     self.storage.update_trial_status(trial)
             else:
+                self._heartbeats.forget(trial.name)
+                if outcome.phase == TrialPhase.LOST:
+                    self.executor.kill(trial)  # what outlived its collector
                 self._finish(
                     experiment,
                     trial,
@@ -361,6 +416,9 @@ class Controller:
             counts = status.aggregate(exp_status, trials)
             spec = experiment.spec
             parallel = spec.parallel_trial_count or 3
+            limit = self.executor.max_parallel(experiment)
+            if limit is not None:
+                parallel = min(parallel, limit)
             active = counts["pending"] + counts["running"]
             add = parallel - active
             if spec.max_trial_count is not None:

@@ -24,7 +24,7 @@ from katib.testing.algorithms import (
     tiny_specs,
     trial_to_proto,
 )
-from suggestion_services.base import ExperimentInfo, TrialRecord
+from suggestion_services.base import ExperimentInfo, TrialCondition, TrialRecord
 from suggestion_services.registry import ALGORITHMS
 from suggestion_services.search_space import ParameterSpec
 from suggestion_services.server import serve
@@ -206,3 +206,33 @@ def test_cli_unknown_algorithm() -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip() == "error: unknown algorithm name nope"
+
+
+def test_request_above_grpc_default_4mb_limit(stub: api_pb2_grpc.SuggestionStub) -> None:
+    """The whole history comes with every request; a long one must not be refused."""
+    exp = make_experiment("grid", tiny_specs())
+    request = api_pb2.GetSuggestionsRequest(experiment=experiment_to_proto(exp),
+                                            current_request_number=1)
+    huge = TrialRecord("huge", {"a": "1", "b": "x" * (5 << 20)}, TrialCondition.FAILED)
+    request.trials.append(trial_to_proto(huge))
+    assert request.ByteSize() > 4 << 20
+    reply = stub.GetSuggestions(request, timeout=30)
+    assert len(reply.parameter_assignments) == 1
+
+
+def test_unparseable_trial_is_invalid_argument(channel: grpc.Channel) -> None:
+    """Trials are parsed lazily (only when an algorithm reads them): a broken one is
+    still reported as the caller's error, naming the trial."""
+    exp = make_experiment("grid", tiny_specs())
+    good = api_pb2.GetSuggestionsRequest(experiment=experiment_to_proto(exp),
+                                         current_request_number=1)
+    broken = good.SerializeToString() + b"\x12\x02\x0a\x05"  # trials[0]: a name cut short
+    call = channel.unary_unary(
+        "/api.v1.beta1.Suggestion/GetSuggestions",
+        request_serializer=lambda raw: raw,
+        response_deserializer=api_pb2.GetSuggestionsReply.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        call(broken, timeout=10)
+    assert _code(info.value) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "trials[0] cannot be parsed" in info.value.details()  # type: ignore[attr-defined]

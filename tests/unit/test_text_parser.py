@@ -289,6 +289,9 @@ def test_result_round_trip_and_missing_and_corrupt(tmp_path: Path) -> None:
         "error",
         "early_stopped",
         "early_stopped_reason",
+        "reason",
+        "metric_counts",
+        "collector_kind",
     }
     path.write_text("{not json")
     corrupt = TrialResult.read(path)
