@@ -9,6 +9,7 @@ a second instance with `--port 6788` for a Katib deployment).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -24,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="default algorithm (requests still pick by name); checked at start")
     parser.add_argument("--port", type=int, default=6789, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started this one is gone "
+                             "(the embedded runtime passes it, so a killed `katib run` "
+                             "leaves no service behind)")
     args = parser.parse_args(argv)
+    parent = os.getppid()
 
     from .server import serve  # after argument parsing: --help stays fast
 
@@ -44,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.algorithm if args.algorithm is not None else "all"
     print(f"suggestion service '{name}' listening on {args.host}:{port}", flush=True)
     while not stop.wait(1.0):
-        pass
+        if args.exit_with_parent and os.getppid() != parent:
+            break  # re-parented: whoever started us is gone
     server.stop(grace=5).wait()
     return 0
 

@@ -139,6 +139,7 @@ class SuggestionServiceProcess:
                     "127.0.0.1",
                     "--port",
                     "0",
+                    "--exit-with-parent",
                 ],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
