@@ -1,35 +1,52 @@
 """Run every benchmark and print Markdown tables for bench/RESULTS.md.
 
-python bench/run.py
+    python bench/run.py              # everything but the optimisation-quality study
+    python bench/run.py --quality    # also bench/quality.py (about 20 min on 2 idle cores)
+
+Each script also runs alone (`python bench/<name>.py --help`).
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import collector_parsers
+import quality
+import report_path
 import suggestion_latency
 import trial_overhead
 
 
-def main() -> None:
-    cpus = os.cpu_count()
+def _section(title: str, run: Callable[[list[str]], list[str]]) -> None:
+    print(f"## {title}\n", flush=True)
+    print("\n".join(run([])) + "\n", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quality", action="store_true", help="also run bench/quality.py")
+    args = parser.parse_args(argv)
     machine = platform.processor() or platform.machine()
     print(
-        f"# {datetime.date.today()} on {platform.node()}: {machine}, {cpus} cores, "
+        f"# {datetime.date.today()} on {platform.node()}: {machine}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}\n"
     )
-    print("## Per-trial overhead of the local path\n")
-    lines = trial_overhead.main([])
-    print("\n".join(lines) + "\n")
-    print("## GetSuggestions latency over gRPC (one assignment per call)\n")
-    lines = suggestion_latency.main([])
-    print("\n".join(lines))
+    _section("Per-trial overhead of the local path", trial_overhead.main)
+    _section("GetSuggestions latency over gRPC (one assignment per call)",
+             suggestion_latency.main)
+    _section("Metrics parsers, event files and the collector's CPU", collector_parsers.main)
+    _section("Reporting path: observations/s into the database", report_path.main)
+    if args.quality:
+        _section("Optimisation quality (regret)", quality.main)
 
 
 if __name__ == "__main__":
