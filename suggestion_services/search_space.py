@@ -88,8 +88,9 @@ def format_double(value: float, step: float | None = None) -> str:
     even when the step is tiny compared with the value.
     """
     digits = _DOUBLE_DIGITS
-    if step and value:
-        digits = min(17, digits + max(0, math.ceil(math.log10(abs(value) / step))))
+    ratio = abs(value) / step if step else 0.0
+    if ratio > 0.0 and math.isfinite(ratio):  # 0 also when value/step underflows
+        digits = min(17, digits + max(0, math.ceil(math.log10(ratio))))
     rounded = float(f"{value:.{digits}g}")
     if rounded == 0.0:
         rounded = 0.0  # no "-0.0"

@@ -187,3 +187,8 @@ def test_double_grid_round_trips(lo: float, width: float, steps: int) -> None:
         text = p.format(k)
         assert lo - 1e-9 <= float(text) <= lo + width + 1e-9
         assert p.key_of(text) == k
+
+
+def test_format_double_with_a_step_far_larger_than_the_value() -> None:
+    # value/step underflows to 0: found by hypothesis on a fresh machine.
+    assert float(format_double(5e-324, 2.0)) == 5e-324
