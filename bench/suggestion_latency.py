@@ -34,10 +34,12 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 
-from katib.apis.v1beta1 import api_pb2, api_pb2_grpc
+from katib.apis.v1beta1 import api_pb2
+from katib.controller.suggestion_client import GET_SUGGESTIONS_METHOD, suggestions_request_bytes
 
 ALL_ALGORITHMS = (
     "random", "grid", "sobol", "tpe", "multivariate-tpe", "cmaes", "bayesianoptimization",
@@ -112,10 +114,11 @@ def _objective(values: dict[str, str], rng: random.Random) -> float:
 
 @dataclass
 class TrialPair:
-    """A trial as it is sent while running, and once it has ended."""
+    """A trial as it is sent while running, and once it has ended (serialized once, as the
+    controller's TrialBytesCache keeps them)."""
 
-    running: api_pb2.Trial
-    final: api_pb2.Trial
+    running: bytes
+    final: bytes
 
 
 def make_trials(n: int, params: Sequence[api_pb2.ParameterSpec], seed: int = 0) -> list[TrialPair]:
@@ -138,7 +141,7 @@ def make_trials(n: int, params: Sequence[api_pb2.ParameterSpec], seed: int = 0) 
             metric = api_pb2.Metric(name="accuracy", value=f"{_objective(values, rng):.6f}")
             final = api_pb2.Trial(name=f"bench-{i}", spec=spec, status=api_pb2.TrialStatus(
                 condition=condition, observation=api_pb2.Observation(metrics=[metric])))
-        out.append(TrialPair(running, final))
+        out.append(TrialPair(running.SerializeToString(), final.SerializeToString()))
     return out
 
 
@@ -159,24 +162,26 @@ def experiment(
 
 
 class History:
-    """The request, grown in place by one trial per call (cheap for 10,000 trials)."""
+    """The history as serialized trials, grown by one trial per call."""
 
     def __init__(self, exp: api_pb2.Experiment, trials: list[TrialPair], start: int) -> None:
+        self.experiment = exp
         self.trials = trials
         self.size = start
-        self.request = api_pb2.GetSuggestionsRequest(experiment=exp, current_request_number=1)
-        self.request.trials.extend(
-            p.final if i < start - RUNNING else p.running for i, p in enumerate(trials[:start]))
-        self.request.total_request_number = start + 1
+        self.raw = [p.final if i < start - RUNNING else p.running
+                    for i, p in enumerate(trials[:start])]
+
+    def request(self) -> bytes:
+        """What the controller sends: the same function builds its request bytes."""
+        return suggestions_request_bytes(self.experiment, self.raw, 1, self.size + 1)
 
     def grow(self) -> None:
         """The oldest Running trial ends; a new one starts."""
         ending = self.size - RUNNING
         if ending >= 0:
-            self.request.trials[ending].CopyFrom(self.trials[ending].final)
-        self.request.trials.append(self.trials[self.size].running)
+            self.raw[ending] = self.trials[ending].final
+        self.raw.append(self.trials[self.size].running)
         self.size += 1
-        self.request.total_request_number = self.size + 1
 
 
 def start_service(algorithm: str) -> tuple[subprocess.Popen[bytes], grpc.Channel]:
@@ -207,14 +212,24 @@ def stop_service(process: subprocess.Popen[bytes], channel: grpc.Channel) -> Non
         process.stdout.close()
 
 
-def timed_call(stub: api_pb2_grpc.SuggestionStub, request: api_pb2.GetSuggestionsRequest) -> float:
+Call: TypeAlias = grpc.UnaryUnaryMultiCallable
+
+
+def get_suggestions(channel: grpc.Channel) -> Call:
+    """GetSuggestions taking request bytes, as the controller's SuggestionClient calls it."""
+    return channel.unary_unary(GET_SUGGESTIONS_METHOD, request_serializer=lambda b: b,
+                               response_deserializer=api_pb2.GetSuggestionsReply.FromString)
+
+
+def timed_call(call: Call, history: History) -> float:
+    """ms for building the request (the experiment is serialized each call) and the call."""
     start = time.perf_counter()
-    stub.GetSuggestions(request, timeout=600)
+    call(history.request(), timeout=600)
     return (time.perf_counter() - start) * 1000
 
 
 def steady(
-    stub: api_pb2_grpc.SuggestionStub, algorithm: str, params: Sequence[api_pb2.ParameterSpec],
+    stub: Call, algorithm: str, params: Sequence[api_pb2.ParameterSpec],
     trials: list[TrialPair], size: int, calls: int,
 ) -> list[float]:
     """Per-call ms at history size, size+1, ... after warming the way the controller does."""
@@ -222,15 +237,15 @@ def steady(
     if size == 0:  # an empty history cannot grow and stay empty: repeat the same request
         history = History(exp, trials, 0)
         for _ in range(3):
-            timed_call(stub, history.request)
-        return [timed_call(stub, history.request) for _ in range(calls)]
+            timed_call(stub, history)
+        return [timed_call(stub, history) for _ in range(calls)]
     history = History(exp, trials, max(0, size - WARMUP))
     while history.size < size:
-        timed_call(stub, history.request)
+        timed_call(stub, history)
         history.grow()
     samples = []
     for _ in range(calls):
-        samples.append(timed_call(stub, history.request))
+        samples.append(timed_call(stub, history))
         history.grow()
     return samples
 
@@ -240,11 +255,10 @@ def cold(algorithm: str, params: Sequence[api_pb2.ParameterSpec], trials: list[T
     """(first request of a fresh process, median first request of an unseen experiment)."""
     process, channel = start_service(algorithm)
     try:
-        stub = api_pb2_grpc.SuggestionStub(channel)
-        first = timed_call(stub, History(experiment(algorithm, "cold-0", params), trials,
-                                         size).request)
+        stub = get_suggestions(channel)
+        first = timed_call(stub, History(experiment(algorithm, "cold-0", params), trials, size))
         unseen = [timed_call(stub, History(experiment(algorithm, f"cold-{i}", params), trials,
-                                           size).request) for i in range(1, 4)]
+                                           size)) for i in range(1, 4)]
     finally:
         stop_service(process, channel)
     return first, statistics.median(unseen)
@@ -278,7 +292,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         trials = make_trials(max([*sizes, args.cold_size]) + args.calls + WARMUP, params)
         process, channel = start_service(algorithm)
         try:
-            stub = api_pb2_grpc.SuggestionStub(channel)
+            stub = get_suggestions(channel)
             for size in sizes:
                 calls = args.calls if size <= 1000 else max(10, args.calls * 2 // 3)
                 samples = steady(stub, algorithm, params, trials, size, calls)

@@ -15,8 +15,12 @@ from .base import (
     TrialRecord,
     non_negative_int,
 )
-from .history import used_keys
+from .experiment_cache import ExperimentCache
+from .history import UsedKeyLog, used_points
 from .search_space import NumericParameter, SearchSpace
+
+# Used keys per experiment, brought up to date with each request's history.
+_USED: ExperimentCache[UsedKeyLog] = ExperimentCache(max_entries=32)
 
 
 class GridSearch(BaseAlgorithm):
@@ -45,14 +49,15 @@ class GridSearch(BaseAlgorithm):
         self.parse_settings(experiment)
         space = experiment.search_space
         size = _grid_size(space)
-        used, _ = used_keys(space, trials)
         chosen = []
         if n > 0:
-            for key in space.iter_grid():
-                if key not in used:
-                    chosen.append(key)
-                    if len(chosen) == n:
-                        break
+            with used_points(_USED, experiment, trials) as used:
+                keys = used.keys
+                for key in space.iter_grid():
+                    if key not in keys:
+                        chosen.append(key)
+                        if len(chosen) == n:
+                            break
         if not chosen and n > 0:
             raise SearchSpaceExhaustedError(
                 f"grid search space exhausted: all {size} points have been suggested"

@@ -15,8 +15,11 @@ from .base import (
     TrialRecord,
     non_negative_int,
 )
-from .history import make_rng, used_keys
-from .search_space import Key
+from .experiment_cache import ExperimentCache
+from .history import UsedKeyLog, make_rng, used_points
+
+# Used keys per experiment (finite spaces only), brought up to date with each request.
+_USED: ExperimentCache[UsedKeyLog] = ExperimentCache(max_entries=32)
 
 
 class RandomSearch(BaseAlgorithm):
@@ -36,14 +39,15 @@ class RandomSearch(BaseAlgorithm):
         space = experiment.search_space
         rng = make_rng(experiment, trials, random_state if isinstance(random_state, int) else None)
         size = space.size
-        used: set[Key] = set()
-        if size is not None:
+        if size is None:
             # Only a finite space can collide with the history; a continuous one is
             # not read at all, which keeps long histories cheap.
-            used, covered = used_keys(space, trials)
-            if covered >= size:
-                raise SearchSpaceExhaustedError(
-                    f"random search space exhausted: all {size} points have been suggested"
-                )
-        keys = space.sample_unique(rng, n, used)
+            keys = space.sample_unique(rng, n)
+        else:
+            with used_points(_USED, experiment, trials) as used:
+                if used.covered >= size:
+                    raise SearchSpaceExhaustedError(
+                        f"random search space exhausted: all {size} points have been suggested"
+                    )
+                keys = space.sample_unique(rng, n, used.keys)
         return [Suggestion(space.format(k)) for k in keys]

@@ -48,7 +48,7 @@ from .base import (
     non_negative_int,
 )
 from .experiment_cache import ExperimentCache
-from .history import make_rng, used_keys
+from .history import UsedKeyLog, make_rng, used_points
 from .search_space import (
     Distribution,
     Key,
@@ -141,6 +141,8 @@ class _Engine:
 
 
 _ENGINES: ExperimentCache[_Engine] = ExperimentCache(max_entries=16)
+# Used keys per experiment (finite spaces only), brought up to date with each request.
+_USED: ExperimentCache[UsedKeyLog] = ExperimentCache(max_entries=32)
 
 
 def sobol_points(d: int, seed: int, start: int, count: int) -> np.ndarray:
@@ -182,27 +184,28 @@ class Sobol(BaseAlgorithm):
             keys = unit_to_keys(space, sobol_points(d, seed, start, n))
             return [Suggestion(space.format(k)) for k in keys]
 
-        used, covered = used_keys(space, trials)
-        if covered >= size:
-            raise SearchSpaceExhaustedError(
-                f"sobol search space exhausted: all {size} points have been suggested"
-            )
-        want = min(n, size - covered)
-        chosen: list[Key] = []
-        taken: set[Key] = set(used)
-        position, budget = start, _TRIES_PER_POINT * want
-        while len(chosen) < want and position - start < budget:
-            count = min(max(2 * (want - len(chosen)), 8), start + budget - position)
-            for key in unit_to_keys(space, sobol_points(d, seed, position, count)):
-                if key not in taken:
-                    taken.add(key)
-                    chosen.append(key)
-                    if len(chosen) == want:
-                        break
-            position += count
-        if len(chosen) < want:
-            # Free points are rare: take them from an enumeration (seeded, stateless).
-            rng = make_rng(experiment, trials, random_state if isinstance(random_state, int)
-                           else None)
-            chosen += space.sample_unique(rng, want - len(chosen), taken)
+        with used_points(_USED, experiment, trials) as used:
+            if used.covered >= size:
+                raise SearchSpaceExhaustedError(
+                    f"sobol search space exhausted: all {size} points have been suggested"
+                )
+            want = min(n, size - used.covered)
+            chosen: list[Key] = []
+            taken: set[Key] = set()  # this batch's points
+            history = used.keys
+            position, budget = start, _TRIES_PER_POINT * want
+            while len(chosen) < want and position - start < budget:
+                count = min(max(2 * (want - len(chosen)), 8), start + budget - position)
+                for key in unit_to_keys(space, sobol_points(d, seed, position, count)):
+                    if key not in history and key not in taken:
+                        taken.add(key)
+                        chosen.append(key)
+                        if len(chosen) == want:
+                            break
+                position += count
+            if len(chosen) < want:
+                # Free points are rare: take them from an enumeration (seeded, stateless).
+                rng = make_rng(experiment, trials, random_state if isinstance(random_state, int)
+                               else None)
+                chosen += space.sample_unique(rng, want - len(chosen), taken | history)
         return [Suggestion(space.format(k)) for k in chosen]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from operator import attrgetter
 
 from katib.api.models import (
     ComparisonType,
@@ -166,3 +169,75 @@ def trials_for_request(experiment: Experiment, trials: Sequence[Trial]) -> list[
     they carry no value.
     """
     return [trial_to_pb(experiment, trial) for trial in trials]
+
+
+_ASSIGNMENT_FIELDS = attrgetter("name", "value")
+_METRIC_FIELDS = attrgetter("name", "min", "max", "latest")
+
+
+def trial_fingerprint(trial: Trial) -> Hashable:
+    """Everything `trial_to_pb` reads from the trial itself (the experiment's part aside).
+
+    The whole observation is included (not only the values sent), and the raw type
+    of the last condition (what `Trial.condition` is read from), so two trials with
+    one fingerprint always serialize to the same bytes. Field reads go through
+    attrgetter: this runs for every trial of every request.
+    """
+    status = trial.status
+    conditions = status.conditions
+    observation = status.observation
+    return (
+        trial.metadata.name,
+        tuple(map(_ASSIGNMENT_FIELDS, trial.spec.parameter_assignments)),
+        status.start_time,
+        status.completion_time,
+        conditions[-1].type if conditions else None,
+        None if observation is None else tuple(map(_METRIC_FIELDS, observation.metrics)),
+    )
+
+
+def _experiment_fingerprint(experiment: Experiment) -> Hashable:
+    """What `trial_to_pb` reads from the experiment: its objective (metrics, strategies)."""
+    objective = experiment.spec.objective
+    return (
+        experiment.namespace,
+        experiment.name,
+        None if objective is None else objective.model_dump_json(),
+    )
+
+
+class TrialBytesCache:
+    """Serialized Trial messages by trial fingerprint, per experiment.
+
+    Building and serializing a Trial message costs tens of microseconds; a history
+    mostly repeats from one GetSuggestions call to the next, so each call only
+    serializes the trials that are new or changed. Each experiment keeps just the
+    trials of its last request (a vanished trial is forgotten), and at most
+    `max_experiments` experiments are kept, least recently used evicted first.
+    """
+
+    def __init__(self, max_experiments: int = 16) -> None:
+        self._max = max_experiments
+        self._entries: OrderedDict[Hashable, dict[Hashable, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def serialize(self, experiment: Experiment, trials: Sequence[Trial]) -> list[bytes]:
+        """`trial_to_pb(experiment, t).SerializeToString()` for each trial, in order."""
+        key = _experiment_fingerprint(experiment)
+        with self._lock:
+            known = self._entries.pop(key, {})
+        fingerprints = list(map(trial_fingerprint, trials))
+        found: list[bytes | None] = list(map(known.get, fingerprints))
+        for i, raw in enumerate(found):
+            if raw is None:
+                found[i] = trial_to_pb(experiment, trials[i]).SerializeToString()
+        out: list[bytes] = found  # type: ignore[assignment]  # no None is left
+        fresh = dict(zip(fingerprints, out, strict=True))
+        with self._lock:
+            self._entries[key] = fresh
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import grpc
 
@@ -22,11 +23,78 @@ from katib import errors
 from katib.api.models import Experiment, Trial
 from katib.apis.grpc_errors import error_from_rpc
 from katib.apis.v1beta1 import api_pb2, api_pb2_grpc
-from katib.controller.conversion import experiment_to_pb, trials_for_request
+from katib.controller.conversion import TrialBytesCache, experiment_to_pb
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 SUGGESTION_TIMEOUT_SECONDS = 60.0
 VALIDATE_TIMEOUT_SECONDS = 30.0
+GET_SUGGESTIONS_METHOD = "/api.v1.beta1.Suggestion/GetSuggestions"
+
+# Wire tags of GetSuggestionsRequest (proto/api/v1beta1/api.proto): experiment = 1 and
+# trials = 2 are length-delimited (wire type 2); the request numbers 4 and 5 are varints.
+_EXPERIMENT_TAG = b"\x0a"
+_TRIAL_TAG = b"\x12"
+_CURRENT_TAG = b"\x20"
+_TOTAL_TAG = b"\x28"
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint; a negative int32 is sign-extended to 64 bits, as protobuf does."""
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class _TrialPrefixes(dict[int, bytes]):
+    """Record length -> tag and length of a trials entry, built once per distinct length."""
+
+    def __missing__(self, length: int) -> bytes:
+        if len(self) > 1 << 16:
+            self.clear()
+        prefix = self[length] = _TRIAL_TAG + _varint(length)
+        return prefix
+
+
+_PREFIXES = _TrialPrefixes()
+
+
+def suggestions_request_bytes(
+    experiment: api_pb2.Experiment | bytes, trials: Sequence[bytes], current: int, total: int
+) -> bytes:
+    """A serialized GetSuggestionsRequest, put together from already serialized parts.
+
+    `trials` are serialized Trial messages (as `TrialBytesCache` keeps them). Protobuf
+    encodes a message as the concatenation of its fields, so the request is the
+    experiment record, one length-delimited record per trial, and the two numbers
+    (left out when zero, like SerializeToString). The per-trial work runs in C, which
+    keeps a 10,000-trial request at a fraction of the cost of building the message.
+    """
+    exp = experiment if isinstance(experiment, bytes) else experiment.SerializeToString()
+    tail = b""
+    if current:
+        tail += _CURRENT_TAG + _varint(current)
+    if total:
+        tail += _TOTAL_TAG + _varint(total)
+    prefixes = map(_PREFIXES.__getitem__, map(len, trials))
+    return b"".join(
+        (
+            _EXPERIMENT_TAG,
+            _varint(len(exp)),
+            exp,
+            *chain.from_iterable(zip(prefixes, trials, strict=True)),
+            tail,
+        )
+    )
+
+
+def _as_is(data: bytes) -> bytes:
+    """Request serializer for requests that are bytes already."""
+    return data
 
 
 @dataclass
@@ -50,6 +118,13 @@ class SuggestionClient:
             ],
         )
         self._stub = api_pb2_grpc.SuggestionStub(self._channel)
+        # GetSuggestions with a request that is already serialized (see get_suggestions).
+        self._get_suggestions = self._channel.unary_unary(
+            GET_SUGGESTIONS_METHOD,
+            request_serializer=_as_is,
+            response_deserializer=api_pb2.GetSuggestionsReply.FromString,
+        )
+        self._trial_bytes = TrialBytesCache()
 
     def close(self) -> None:
         self._channel.close()
@@ -77,17 +152,19 @@ class SuggestionClient:
         total: int,
         settings: Sequence[tuple[str, str]] = (),
     ) -> SuggestionReply:
-        request = api_pb2.GetSuggestionsRequest(
-            experiment=experiment_to_pb(experiment, settings),
-            trials=trials_for_request(experiment, trials),
-            current_request_number=count,
-            total_request_number=total,
+        # The whole history goes with every call (the Katib contract); each trial is
+        # serialized once and reused while it does not change.
+        request = suggestions_request_bytes(
+            experiment_to_pb(experiment, settings),
+            self._trial_bytes.serialize(experiment, trials),
+            count,
+            total,
         )
         try:
             # No wait_for_ready: the service is listening before a client exists, and a
             # service that has died must fail the call now (UNAVAILABLE, retried with a
             # restarted service) instead of holding it until the 60 s deadline.
-            reply = self._stub.GetSuggestions(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
+            reply = self._get_suggestions(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "GetSuggestions") from None
         if len(reply.parameter_assignments) > count:
