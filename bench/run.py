@@ -9,7 +9,9 @@ Each script also runs alone (`python bench/<name>.py --help`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import io
 import os
 import platform
 import sys
@@ -27,7 +29,9 @@ import trial_overhead
 
 def _section(title: str, run: Callable[[list[str]], list[str]]) -> None:
     print(f"## {title}\n", flush=True)
-    print("\n".join(run([])) + "\n", flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # the scripts also print their tables
+        lines = run([])
+    print("\n".join(lines) + "\n", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
