@@ -23,6 +23,7 @@ of the best value found. Latency: in-process ms per call at a history of 100 and
 
 from __future__ import annotations
 
+import abc
 import argparse
 import logging
 import math
@@ -99,7 +100,7 @@ PROBLEMS = (
 History = list[tuple[Point, float]]
 
 
-class Backend:
+class Backend(abc.ABC):
     """suggest(history) -> one point; `kept` variants keep state between calls."""
 
     name = ""
@@ -108,8 +109,9 @@ class Backend:
         self.problem = problem
         self.seed = seed
 
+    @abc.abstractmethod
     def suggest(self, history: History) -> Point:
-        raise NotImplementedError
+        """The next point to evaluate."""
 
 
 class Ours(Backend):

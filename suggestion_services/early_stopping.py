@@ -9,8 +9,7 @@ logs (over DBManager gRPC in the server, from memory in unit tests).
 from __future__ import annotations
 
 import abc
-import importlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Protocol
@@ -18,6 +17,7 @@ from typing import ClassVar, Protocol
 from katib.errors import InvalidArgumentError
 
 from .base import ObjectiveType, SettingParser, TrialRecord
+from .lazy_table import LazyTable
 
 
 class Comparison(StrEnum):
@@ -143,29 +143,7 @@ _TABLE: dict[str, str] = {
 }
 
 
-class _LazyTable(Mapping[str, type[BaseEarlyStopping]]):
-    """name -> class, importing each implementation module on first lookup."""
-
-    def __init__(self, table: Mapping[str, str]) -> None:
-        self._table = dict(table)
-        self._loaded: dict[str, type[BaseEarlyStopping]] = {}
-
-    def __getitem__(self, name: str) -> type[BaseEarlyStopping]:
-        cls = self._loaded.get(name)
-        if cls is None:
-            module_name, _, attr = self._table[name].partition(":")
-            cls = getattr(importlib.import_module(module_name), attr)
-            self._loaded[name] = cls
-        return cls
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table)
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-
-EARLY_STOPPING: Mapping[str, type[BaseEarlyStopping]] = _LazyTable(_TABLE)
+EARLY_STOPPING: Mapping[str, type[BaseEarlyStopping]] = LazyTable[BaseEarlyStopping](_TABLE)
 
 
 def get_early_stopping(name: str) -> type[BaseEarlyStopping]:

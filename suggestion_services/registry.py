@@ -6,12 +6,12 @@ runs `random` never pays for importing optuna or scikit-optimize.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from katib.errors import InvalidArgumentError
 
 from .base import BaseAlgorithm
+from .lazy_table import LazyTable
 
 #: algorithmName (as in Experiment YAML) → implementing class.
 _TABLE: dict[str, str] = {
@@ -26,29 +26,7 @@ _TABLE: dict[str, str] = {
 }
 
 
-class _LazyTable(Mapping[str, type[BaseAlgorithm]]):
-    """name → class, importing each implementation module on first lookup."""
-
-    def __init__(self, table: Mapping[str, str]) -> None:
-        self._table = dict(table)
-        self._loaded: dict[str, type[BaseAlgorithm]] = {}
-
-    def __getitem__(self, name: str) -> type[BaseAlgorithm]:
-        cls = self._loaded.get(name)
-        if cls is None:
-            module_name, _, attr = self._table[name].partition(":")
-            cls = getattr(importlib.import_module(module_name), attr)
-            self._loaded[name] = cls
-        return cls
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table)
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-
-ALGORITHMS: Mapping[str, type[BaseAlgorithm]] = _LazyTable(_TABLE)
+ALGORITHMS: Mapping[str, type[BaseAlgorithm]] = LazyTable[BaseAlgorithm](_TABLE)
 
 
 def get_algorithm(name: str) -> type[BaseAlgorithm]:
