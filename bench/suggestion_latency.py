@@ -39,6 +39,7 @@ from typing import TypeAlias
 import grpc
 
 from katib.apis.v1beta1 import api_pb2
+from katib.controller.conversion import frame_trial
 from katib.controller.suggestion_client import GET_SUGGESTIONS_METHOD, suggestions_request_bytes
 
 ALL_ALGORITHMS = (
@@ -117,7 +118,7 @@ class TrialPair:
     """A trial as it is sent while running, and once it has ended (serialized once, as the
     controller's TrialBytesCache keeps them)."""
 
-    running: bytes
+    running: bytes  # framed `trials` records (frame_trial)
     final: bytes
 
 
@@ -141,7 +142,8 @@ def make_trials(n: int, params: Sequence[api_pb2.ParameterSpec], seed: int = 0) 
             metric = api_pb2.Metric(name="accuracy", value=f"{_objective(values, rng):.6f}")
             final = api_pb2.Trial(name=f"bench-{i}", spec=spec, status=api_pb2.TrialStatus(
                 condition=condition, observation=api_pb2.Observation(metrics=[metric])))
-        out.append(TrialPair(running.SerializeToString(), final.SerializeToString()))
+        out.append(TrialPair(frame_trial(running.SerializeToString()),
+                             frame_trial(final.SerializeToString())))
     return out
 
 

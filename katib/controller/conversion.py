@@ -206,8 +206,28 @@ def _experiment_fingerprint(experiment: Experiment) -> Hashable:
     )
 
 
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint; a negative int32 is sign-extended to 64 bits, as protobuf does."""
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_TRIAL_TAG = b"\x12"  # GetSuggestionsRequest.trials = 2, length-delimited
+
+
+def frame_trial(serialized: bytes) -> bytes:
+    """One `trials` field of a GetSuggestionsRequest: tag, length, then the Trial message."""
+    return _TRIAL_TAG + varint(len(serialized)) + serialized
+
+
 class TrialBytesCache:
-    """Serialized Trial messages by trial fingerprint, per experiment.
+    """Framed Trial records (`frame_trial`) by trial fingerprint, per experiment.
 
     Building and serializing a Trial message costs tens of microseconds; a history
     mostly repeats from one GetSuggestions call to the next, so each call only
@@ -222,7 +242,10 @@ class TrialBytesCache:
         self._lock = threading.Lock()
 
     def serialize(self, experiment: Experiment, trials: Sequence[Trial]) -> list[bytes]:
-        """`trial_to_pb(experiment, t).SerializeToString()` for each trial, in order."""
+        """`frame_trial(trial_to_pb(experiment, t).SerializeToString())` per trial, in order.
+
+        Records are kept framed so a request is a single join of cached bytes.
+        """
         key = _experiment_fingerprint(experiment)
         with self._lock:
             known = self._entries.pop(key, {})
@@ -230,7 +253,7 @@ class TrialBytesCache:
         found: list[bytes | None] = list(map(known.get, fingerprints))
         for i, raw in enumerate(found):
             if raw is None:
-                found[i] = trial_to_pb(experiment, trials[i]).SerializeToString()
+                found[i] = frame_trial(trial_to_pb(experiment, trials[i]).SerializeToString())
         out: list[bytes] = found  # type: ignore[assignment]  # no None is left
         fresh = dict(zip(fingerprints, out, strict=True))
         with self._lock:

@@ -15,7 +15,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 
 import grpc
 
@@ -23,73 +22,39 @@ from katib import errors
 from katib.api.models import Experiment, Trial
 from katib.apis.grpc_errors import error_from_rpc
 from katib.apis.v1beta1 import api_pb2, api_pb2_grpc
-from katib.controller.conversion import TrialBytesCache, experiment_to_pb
+from katib.controller.conversion import TrialBytesCache, experiment_to_pb, varint
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 SUGGESTION_TIMEOUT_SECONDS = 60.0
 VALIDATE_TIMEOUT_SECONDS = 30.0
 GET_SUGGESTIONS_METHOD = "/api.v1.beta1.Suggestion/GetSuggestions"
 
-# Wire tags of GetSuggestionsRequest (proto/api/v1beta1/api.proto): experiment = 1 and
-# trials = 2 are length-delimited (wire type 2); the request numbers 4 and 5 are varints.
-_EXPERIMENT_TAG = b"\x0a"
-_TRIAL_TAG = b"\x12"
-_CURRENT_TAG = b"\x20"
-_TOTAL_TAG = b"\x28"
-
-
-def _varint(value: int) -> bytes:
-    """Protobuf base-128 varint; a negative int32 is sign-extended to 64 bits, as protobuf does."""
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-class _TrialPrefixes(dict[int, bytes]):
-    """Record length -> tag and length of a trials entry, built once per distinct length."""
-
-    def __missing__(self, length: int) -> bytes:
-        if len(self) > 1 << 16:
-            self.clear()
-        prefix = self[length] = _TRIAL_TAG + _varint(length)
-        return prefix
-
-
-_PREFIXES = _TrialPrefixes()
+_EXPERIMENT_TAG = b"\x0a"  # GetSuggestionsRequest.experiment = 1, length-delimited
+_CURRENT_TAG = b"\x20"  # current_request_number = 4, varint
+_TOTAL_TAG = b"\x28"  # total_request_number = 5, varint
 
 
 def suggestions_request_bytes(
-    experiment: api_pb2.Experiment | bytes, trials: Sequence[bytes], current: int, total: int
+    experiment: api_pb2.Experiment | bytes,
+    trial_records: Sequence[bytes],
+    current: int,
+    total: int,
 ) -> bytes:
     """A serialized GetSuggestionsRequest, put together from already serialized parts.
 
-    `trials` are serialized Trial messages (as `TrialBytesCache` keeps them). Protobuf
-    encodes a message as the concatenation of its fields, so the request is the
-    experiment record, one length-delimited record per trial, and the two numbers
-    (left out when zero, like SerializeToString). The per-trial work runs in C, which
-    keeps a 10,000-trial request at a fraction of the cost of building the message.
+    `trial_records` are framed `trials` fields (`frame_trial`, as `TrialBytesCache`
+    keeps them). Protobuf encodes a message as the concatenation of its fields, so the
+    request is the experiment record, the trial records and the two numbers (left out
+    when zero, like SerializeToString): one join, which keeps a 10,000-trial request
+    at a fraction of a millisecond.
     """
     exp = experiment if isinstance(experiment, bytes) else experiment.SerializeToString()
     tail = b""
     if current:
-        tail += _CURRENT_TAG + _varint(current)
+        tail += _CURRENT_TAG + varint(current)
     if total:
-        tail += _TOTAL_TAG + _varint(total)
-    prefixes = map(_PREFIXES.__getitem__, map(len, trials))
-    return b"".join(
-        (
-            _EXPERIMENT_TAG,
-            _varint(len(exp)),
-            exp,
-            *chain.from_iterable(zip(prefixes, trials, strict=True)),
-            tail,
-        )
-    )
+        tail += _TOTAL_TAG + varint(total)
+    return b"".join((_EXPERIMENT_TAG + varint(len(exp)) + exp, *trial_records, tail))
 
 
 def _as_is(data: bytes) -> bytes:

@@ -21,6 +21,7 @@ from katib.apis.v1beta1 import api_pb2
 from katib.controller.conversion import (
     TrialBytesCache,
     experiment_to_pb,
+    frame_trial,
     trial_to_pb,
     trials_for_request,
 )
@@ -86,7 +87,7 @@ HISTORIES = {
 def test_wire_bytes_parse_to_the_old_message(history: str, current: int, total: int) -> None:
     exp, trials = experiment(), HISTORIES[history]
     expected = old_request(exp, trials, current, total)
-    raw = [trial_to_pb(exp, t).SerializeToString() for t in trials]
+    raw = [frame_trial(trial_to_pb(exp, t).SerializeToString()) for t in trials]
     for exp_part in (experiment_to_pb(exp), experiment_to_pb(exp).SerializeToString()):
         wire = suggestions_request_bytes(exp_part, raw, current, total)
         assert api_pb2.GetSuggestionsRequest.FromString(wire) == expected
@@ -98,7 +99,7 @@ def test_cache_reserializes_only_what_changed() -> None:
     exp = experiment()
     trials = HISTORIES["mixed"]
     first = cache.serialize(exp, trials)
-    assert first == [trial_to_pb(exp, t).SerializeToString() for t in trials]
+    assert first == [frame_trial(trial_to_pb(exp, t).SerializeToString()) for t in trials]
     # Equal trials rebuilt from storage (new objects) give the very same bytes objects.
     again = cache.serialize(exp, [t.model_copy(deep=True) for t in trials])
     assert all(a is b for a, b in zip(again, first, strict=True))
@@ -109,7 +110,7 @@ def test_cache_reserializes_only_what_changed() -> None:
         trials[3],
     ]
     got = cache.serialize(exp, changed)
-    assert got == [trial_to_pb(exp, t).SerializeToString() for t in changed]
+    assert got == [frame_trial(trial_to_pb(exp, t).SerializeToString()) for t in changed]
     assert got[3] is first[3]
 
 
@@ -120,7 +121,7 @@ def test_cache_follows_the_objective() -> None:
     cache.serialize(experiment(strategy="latest"), trials)
     other = experiment(strategy="max")
     assert cache.serialize(other, trials) == [
-        trial_to_pb(other, t).SerializeToString() for t in trials
+        frame_trial(trial_to_pb(other, t).SerializeToString()) for t in trials
     ]
 
 
