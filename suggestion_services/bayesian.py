@@ -16,9 +16,13 @@ functions and L-BFGS step, so a restarted service answers as a warm one:
 * Acquisition: optimised over 10,000 candidates drawn from skopt's priors (or the
   whole grid of a finite space with at most 10,000 points), refined with L-BFGS
   for a GP ("auto" or "lbfgs"), as skopt's Optimizer does. ``gp_hedge`` chooses
-  between the EI, LCB and PI proposals with probabilities softmax(-predicted
-  value); skopt accumulates those gains over its whole life, which a stateless
-  service cannot, so only the current model's predictions count.
+  between the EI, LCB and PI proposals with probabilities softmax(gains), where
+  each call subtracts the current model's prediction at the previous call's three
+  proposals from their gains, as skopt's Optimizer does on every tell. The gains
+  and the proposals travel in the reply's settings (``gp_hedge_gains``,
+  ``gp_hedge_proposals``), which the controller stores and sends back, the way
+  hyperband keeps its position: a restarted service continues the same hedge. A
+  history without them (the first model-based call) starts at zero gains.
 * EIps/PIps: skopt divides by a model of each trial's run time, which requests
   do not carry here; every trial is taken to last 1.0, which makes them EI/PI.
 * GP hyperparameters: skopt re-optimises the kernel on every tell (about 5 s at
@@ -39,6 +43,7 @@ a double, unlike Katib).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -60,6 +65,7 @@ from .base import (
     ObjectiveType,
     SettingParser,
     Suggestion,
+    SuggestResult,
     TrialCondition,
     TrialRecord,
     non_negative_int,
@@ -115,6 +121,64 @@ class BOConfig:
     acq_func: str = "gp_hedge"
     acq_optimizer: str = "auto"
     random_state: int | None = None
+
+
+HEDGE_ACQ_FUNCS = ("EI", "LCB", "PI")
+GAINS_SETTING = "gp_hedge_gains"
+PROPOSALS_SETTING = "gp_hedge_proposals"
+
+
+def _parse_gains(value: str) -> tuple[float, ...]:
+    try:
+        gains = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        gains = ()
+    if len(gains) != len(HEDGE_ACQ_FUNCS) or not all(map(math.isfinite, gains)):
+        raise InvalidArgumentError(
+            f"{GAINS_SETTING} ({value}) must be {len(HEDGE_ACQ_FUNCS)} comma-separated finite "
+            "numbers; it is state the service returns, leave it out of new experiments"
+        )
+    return gains
+
+
+def _parse_proposals(value: str) -> tuple[tuple[float, ...], ...]:
+    try:
+        rows = json.loads(value)
+        points = tuple(tuple(float(v) for v in row) for row in rows)
+    except (ValueError, TypeError):
+        points = ()
+    if len(points) != len(HEDGE_ACQ_FUNCS) or len({len(p) for p in points}) != 1:
+        raise InvalidArgumentError(
+            f"{PROPOSALS_SETTING} must be a JSON list of {len(HEDGE_ACQ_FUNCS)} points of equal "
+            "length; it is state the service returns, leave it out of new experiments"
+        )
+    return points
+
+
+@dataclass
+class HedgeState:
+    """skopt's gp_hedge memory: gains per acquisition and the last call's proposals."""
+
+    gains: np.ndarray
+    proposals: np.ndarray | None = None  # rows in the model's transformed space
+
+    @classmethod
+    def from_settings(cls, parsed: dict[str, object]) -> HedgeState:
+        gains = parsed.get(GAINS_SETTING)
+        proposals = parsed.get(PROPOSALS_SETTING)
+        return cls(
+            gains=np.asarray(gains if gains is not None else [0.0] * len(HEDGE_ACQ_FUNCS),
+                             dtype=float),
+            proposals=None if proposals is None else np.asarray(proposals, dtype=float),
+        )
+
+    def to_settings(self) -> dict[str, str]:
+        out = {GAINS_SETTING: ",".join(repr(float(g)) for g in self.gains)}
+        if self.proposals is not None:
+            out[PROPOSALS_SETTING] = json.dumps(
+                [[round(float(v), 12) for v in row] for row in self.proposals]
+            )
+        return out
 
 
 def hyper_checkpoint(n_observed: int) -> int:
@@ -180,11 +244,15 @@ class BayesianOptimization(BaseAlgorithm):
         "acq_func": _choice("acq_func", ACQ_FUNCS),
         "acq_optimizer": _choice("acq_optimizer", ACQ_OPTIMIZERS),
         "random_state": non_negative_int("random_state"),
+        GAINS_SETTING: _parse_gains,
+        PROPOSALS_SETTING: _parse_proposals,
     }
 
     def config(self, experiment: ExperimentInfo) -> BOConfig:
         """Settings with defaults; rejects L-BFGS on a tree model (no gradients)."""
         parsed = self.parse_settings(experiment)
+        parsed.pop(GAINS_SETTING, None)
+        parsed.pop(PROPOSALS_SETTING, None)
         config = BOConfig(**parsed)  # type: ignore[arg-type]
         if config.acq_optimizer == "lbfgs" and config.base_estimator != "GP":
             raise InvalidArgumentError(
@@ -201,12 +269,30 @@ class BayesianOptimization(BaseAlgorithm):
         self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int
     ) -> list[Suggestion]:
         """n new points: random first, then the acquisition optimum under constant lies."""
+        return self.suggest_with_settings(experiment, trials, n).suggestions
+
+    def suggest_with_settings(
+        self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int
+    ) -> SuggestResult:
+        """Suggestions, and for gp_hedge the updated hedge state in the settings."""
         config = self.config(experiment)
+        hedge = None
+        if config.acq_func == "gp_hedge":
+            hedge = HedgeState.from_settings(self.parse_settings(experiment))
         with _ONE_BLAS_THREAD:
-            return self._suggest(experiment, config, trials, n)
+            suggestions = self._suggest(experiment, config, trials, n, hedge)
+        settings = dict(experiment.settings)
+        if hedge is not None and hedge.proposals is not None:
+            settings.update(hedge.to_settings())
+        return SuggestResult(suggestions, settings)
 
     def _suggest(
-        self, experiment: ExperimentInfo, config: BOConfig, trials: Sequence[TrialRecord], n: int
+        self,
+        experiment: ExperimentInfo,
+        config: BOConfig,
+        trials: Sequence[TrialRecord],
+        n: int,
+        hedge: HedgeState | None,
     ) -> list[Suggestion]:
         space = experiment.search_space
         keys = [space.key_of(t.assignments) for t in trials]
@@ -246,7 +332,7 @@ class BayesianOptimization(BaseAlgorithm):
             excluded = used | set(chosen)
             try:
                 proposer = _Proposer(
-                    experiment, config, model_space, names, observed, values, rng, excluded
+                    experiment, config, model_space, names, observed, values, rng, excluded, hedge
                 )
                 chosen += proposer.propose(want - len(chosen), pending + chosen)
             except np.linalg.LinAlgError as exc:
@@ -271,8 +357,10 @@ class _Proposer:
         values: list[float],
         rng: np.random.Generator,
         excluded: set[Key],
+        hedge: HedgeState | None = None,
     ) -> None:
         self.experiment = experiment
+        self.hedge = hedge
         self.config = config
         self.ms = model_space
         self.rng = rng
@@ -283,7 +371,7 @@ class _Proposer:
         self.is_gp = config.base_estimator == "GP"
         self.kernel = self._gp_kernel(names, observed) if self.is_gp else None
         if config.acq_func == "gp_hedge":
-            self.acq_funcs = ["EI", "LCB", "PI"]
+            self.acq_funcs = list(HEDGE_ACQ_FUNCS)
         else:
             self.acq_funcs = [config.acq_func.removesuffix("ps")]
         self.lbfgs = (
@@ -373,10 +461,13 @@ class _Proposer:
         """`count` new keys, each chosen after lying about the pending ones."""
         lies = self.ms.transform(pending) if pending else self.X[:0]
         out: list[Key] = []
-        for _ in range(count):
+        for i in range(count):
             X = np.vstack([self.X, lies])
             y = np.concatenate([self.y, np.full(len(lies), self.lie)])
-            key = self._next(self._fit(X, y), float(y.min()))
+            model = self._fit(X, y)
+            if i == 0:
+                self._update_gains(model)
+            key = self._next(model, float(y.min()), record=i == 0)
             if key is None:
                 fallback = self.ms.search_space.sample_unique(self.rng, 1, self.excluded)
                 if not fallback:
@@ -387,7 +478,18 @@ class _Proposer:
             lies = np.vstack([lies, self.ms.transform([key])])
         return out
 
-    def _next(self, model: Any, y_opt: float) -> Key | None:
+    def _update_gains(self, model: Any) -> None:
+        """skopt's tell: gains -= the new model's prediction at the last proposals."""
+        hedge = self.hedge
+        if hedge is None or hedge.proposals is None:
+            return
+        if hedge.proposals.shape[1] != self.X.shape[1]:
+            hedge.gains = np.zeros(len(HEDGE_ACQ_FUNCS))  # another space: start afresh
+            return
+        predicted, _ = self._predict(model, hedge.proposals)
+        hedge.gains = hedge.gains - predicted
+
+    def _next(self, model: Any, y_opt: float, record: bool = False) -> Key | None:
         mu, std = self._predict(model, self.Xc)
         proposals: list[Key] = []
         for acq in self.acq_funcs:
@@ -398,8 +500,13 @@ class _Proposer:
             proposals.append(key if key is not None else self._key(best[0]))
         if len(proposals) == 1:
             return proposals[0]
-        predicted, _ = self._predict(model, self.ms.transform(proposals))
-        logits = -predicted - np.max(-predicted)
+        if self.hedge is None:
+            gains = np.zeros(len(proposals))
+        else:
+            gains = self.hedge.gains
+            if record:
+                self.hedge.proposals = self.ms.transform(proposals)
+        logits = gains - np.max(gains)
         probs = np.exp(ETA * logits)
         return proposals[int(self.rng.choice(len(proposals), p=probs / probs.sum()))]
 

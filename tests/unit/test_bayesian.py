@@ -63,6 +63,11 @@ def scored(points: list[dict[str, str]], start: int, sign: float = -1.0) -> list
         ({"kappa": "1"}, "unknown setting kappa for algorithm bayesianoptimization"),
         ({"base_estimator": "RF", "acq_optimizer": "lbfgs"},
          "acq_optimizer lbfgs is not supported with base_estimator RF"),
+        ({"gp_hedge_gains": "1,2"}, "gp_hedge_gains (1,2) must be 3 comma-separated finite"),
+        ({"gp_hedge_gains": "1,nan,2"}, "gp_hedge_gains (1,nan,2) must be 3"),
+        ({"gp_hedge_proposals": "[[0.1], [0.2, 0.3], [0.4]]"},
+         "gp_hedge_proposals must be a JSON list of 3 points of equal length"),
+        ({"gp_hedge_proposals": "{"}, "gp_hedge_proposals must be a JSON list"),
     ],
 )
 def test_settings_messages(settings: dict[str, str], message: str) -> None:
@@ -342,3 +347,61 @@ def test_blas_limit_is_restored_after_overlapping_calls() -> None:
             pass
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+# -- gp_hedge state ----------------------------------------------------------------------
+
+
+def _hedge_run(calls: int, restart_at: int | None = None) -> tuple[list[dict[str, str]],
+                                                                   list[dict[str, str]]]:
+    """Sequential calls feeding the echoed settings back, as the controller does."""
+    exp = make_experiment(BO, SQUARE, {"random_state": "4", "n_initial_points": "4"})
+    history: list[TrialRecord] = []
+    points, settings_seen = [], []
+    for i in range(calls):
+        if i == restart_at:
+            clear_all_caches()  # a freshly started service: only the request counts
+        result = BayesianOptimization().suggest_with_settings(exp, history, 1)
+        (point,) = [s.assignments for s in result.suggestions]
+        points.append(point)
+        settings_seen.append(result.settings)
+        exp = replace(exp, settings={**exp.settings, **result.settings})
+        history += scored([point], i)
+    return points, settings_seen
+
+
+def test_hedge_gains_accumulate_in_the_echoed_settings() -> None:
+    points, settings = _hedge_run(8)
+    # Random phase: the settings are echoed unchanged.
+    assert all("gp_hedge_gains" not in s for s in settings[:4])
+    first, *rest = settings[4:]
+    assert first["gp_hedge_gains"] == "0.0,0.0,0.0"  # nothing to learn from yet
+    assert len(bayesian._parse_proposals(first["gp_hedge_proposals"])) == 3
+    gains = [bayesian._parse_gains(s["gp_hedge_gains"]) for s in rest]
+    # Each call subtracts the model's prediction (of a maximised objective, negated: the
+    # quadratic >= 0) at the three proposals: every gain moves, calls differ.
+    assert all(g != (0.0, 0.0, 0.0) for g in gains)
+    assert len(set(gains)) == len(gains)
+    assert all(check_point(SQUARE, p) is None for p in points)
+
+
+def test_hedge_state_survives_a_service_restart() -> None:
+    assert _hedge_run(8) == _hedge_run(8, restart_at=6)
+
+
+def test_hedge_prefers_the_acquisition_with_the_largest_gains() -> None:
+    exp = make_experiment(BO, SQUARE, {"random_state": "1", "n_initial_points": "3"})
+    history = scored([{"x": "0.9", "y": "0.9"}, {"x": "-0.5", "y": "0.1"},
+                      {"x": "0.2", "y": "-0.6"}, {"x": "0.6", "y": "-0.3"}], 0)
+    picks = []
+    for gains in ("1000,0,0", "0,1000,0", "0,0,1000"):
+        settings = {**exp.settings, "gp_hedge_gains": gains}
+        result = BayesianOptimization().suggest_with_settings(
+            replace(exp, settings=settings), history, 1)
+        picks.append(result.suggestions[0].assignments)
+        state = bayesian._parse_proposals(result.settings["gp_hedge_proposals"])
+        chosen = bayesian._parse_gains(gains).index(1000.0)
+        ms = bayesian.ModelSpace(exp.search_space, normalize=True)
+        key = exp.search_space.key_of(picks[-1])
+        assert np.allclose(ms.transform([key])[0], state[chosen], atol=1e-9)
+    assert picks[0] != picks[1] or picks[1] != picks[2]
