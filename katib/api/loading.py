@@ -16,7 +16,7 @@ import copy
 import difflib
 import types
 import typing
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from katib.api.validation import (
     validate_experiment,
 )
 from katib.errors import InvalidSpecError, Problem
+
+V1ALPHA3 = "kubeflow.org/v1alpha3"
+"""Accepted and read as v1beta1 (its `trialTemplate.goTemplate` is supported)."""
 
 FILE_PATH = "<file>"
 """The path of problems about the file or document as a whole."""
@@ -323,11 +326,15 @@ def parse_experiment_dict(
     algorithm_names: Collection[str] = KNOWN_ALGORITHMS,
     early_stopping_names: Collection[str] = KNOWN_EARLY_STOPPING,
     config_map_loader: ConfigMapLoader | None = None,
+    local_configmaps: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[Experiment | None, list[Problem]]:
     """(defaulted Experiment or None, every problem) without raising.
 
     The Experiment is returned whenever it could be built, even if rules failed, so a
     caller can still show it; it is None when the structure itself is wrong.
+    `local_configmaps` ("namespace/name" -> data) stand in for the cluster's ConfigMaps
+    when no `config_map_loader` is given; the one the template uses is recorded on the
+    Experiment (katib.controller.templating.LOCAL_CONFIGMAPS_ANNOTATION).
     """
     lines = lines or {}
     if not isinstance(data, dict):
@@ -338,16 +345,43 @@ def parse_experiment_dict(
     kind, api_version = data.get("kind"), data.get("apiVersion")
     if kind is not None and kind != "Experiment":
         head.append(Problem("kind", f"must be Experiment, got {_shown(kind)}"))
-    if api_version is not None and api_version != API_VERSION:
+    if api_version == V1ALPHA3 and not _has_go_template(data):
+        head.append(
+            Problem(
+                "apiVersion",
+                f"must be {API_VERSION}, got {_shown(api_version)} ({V1ALPHA3} is read only "
+                "for Experiments whose trialTemplate is a goTemplate)",
+            )
+        )
+    elif api_version is not None and api_version not in (API_VERSION, V1ALPHA3):
         head.append(Problem("apiVersion", f"must be {API_VERSION}, got {_shown(api_version)}"))
     if head:
         return None, _with_lines(head, lines)
+    if api_version == V1ALPHA3:  # read as v1beta1; its goTemplate is accepted (reference 3.2)
+        data = {**data, "apiVersion": API_VERSION}
+    if config_map_loader is None and local_configmaps:
+        from katib.controller.templating import configmap_loader
+
+        config_map_loader = configmap_loader(local_configmaps)
 
     try:
-        return _parse_mapping(data, lines, algorithm_names, early_stopping_names, config_map_loader)
+        exp, problems = _parse_mapping(
+            data, lines, algorithm_names, early_stopping_names, config_map_loader
+        )
     except RecursionError:
         problem = Problem(FILE_PATH, "the document contains itself (a recursive YAML alias)")
         return None, _with_lines([problem], lines)
+    if exp is not None and local_configmaps:
+        from katib.controller.templating import record_local_configmap
+
+        record_local_configmap(exp, local_configmaps)
+    return exp, problems
+
+
+def _has_go_template(data: dict[str, Any]) -> bool:
+    spec = data.get("spec")
+    tt = spec.get("trialTemplate") if isinstance(spec, dict) else None
+    return isinstance(tt, dict) and "goTemplate" in tt
 
 
 def _parse_mapping(
@@ -376,6 +410,10 @@ def _parse_mapping(
     if exp is None or len(problems) > len(_unknown_only(problems)):
         return None, _with_lines(problems, lines)
     defaulted = apply_defaults(exp)
+    if defaulted.spec.trial_template is not None and defaulted.spec.trial_template.go_template:
+        from katib.controller.templating import default_go_template
+
+        default_go_template(defaulted, config_map_loader)
     problems += validate_experiment(
         defaulted,
         algorithm_names=algorithm_names,
@@ -418,12 +456,23 @@ def parse_experiment(
         _map_lines(node, "", lines, dup_problems)
     except RecursionError:
         return None, [Problem(FILE_PATH, "the document contains itself (a recursive YAML alias)")]
+    local = None
+    if config_map_loader is None and ("configMap" in text or "templateSpec" in text):
+        from katib.controller.templating import local_configmaps
+
+        path = (
+            Path(path_or_text)
+            if isinstance(path_or_text, Path) or _looks_like_path(path_or_text)
+            else None
+        )
+        local = local_configmaps(text, path)
     exp, problems = parse_experiment_dict(
         data,
         lines=lines,
         algorithm_names=algorithm_names,
         early_stopping_names=early_stopping_names,
         config_map_loader=config_map_loader,
+        local_configmaps=local,
     )
     return exp, dup_problems + problems
 

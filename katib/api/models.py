@@ -206,10 +206,18 @@ class ConfigMapSource(_Model):
     template_path: str | None = None
 
 
+class GoTemplate(_Model):
+    """v1alpha3's trial template: Go text/template source inline or in a ConfigMap."""
+
+    raw_template: str | None = None
+    template_spec: ConfigMapSource | None = None
+
+
 class TrialTemplate(_Model):
     retain: bool | None = None
     trial_spec: dict[str, Any] | None = None
     config_map: ConfigMapSource | None = None
+    go_template: GoTemplate | None = None  # v1alpha3; not in Katib's v1beta1 CRD
     trial_parameters: list[TrialParameterSpec] | None = None
     primary_pod_labels: dict[str, str] | None = None
     primary_container_name: str | None = None

@@ -412,7 +412,9 @@ def _validate_trial_template(
     tt = exp.spec.trial_template
     if tt is None:
         return [Problem("spec.trialTemplate", "must be specified")]
-    out: list[Problem] = []
+    if tt.go_template is not None:
+        return _validate_conditions(tt) + _validate_go_template(exp, tt, config_map_loader)
+    out: list[Problem] = _validate_conditions(tt)
     p = "spec.trialTemplate"
     if not tt.primary_container_name:
         out.append(Problem(f"{p}.primaryContainerName", "must be specified"))
@@ -464,6 +466,90 @@ def _validate_trial_template(
             )
     if text is not None:
         out.extend(_validate_template_text(text, tt))
+    return out
+
+
+def _validate_conditions(tt: TrialTemplate) -> list[Problem]:
+    """Malformed GJSON is caught here, not as a trial that never leaves Running."""
+    from katib.controller.conditions import check
+    from katib.errors import InvalidArgumentError
+
+    out: list[Problem] = []
+    for name, expression in (
+        ("successCondition", tt.success_condition),
+        ("failureCondition", tt.failure_condition),
+    ):
+        if not expression:
+            continue
+        try:
+            check(expression)
+        except InvalidArgumentError as exc:
+            out.append(Problem(f"spec.trialTemplate.{name}", str(exc)))
+    return out
+
+
+def _validate_go_template(
+    exp: Experiment, tt: TrialTemplate, config_map_loader: ConfigMapLoader | None
+) -> list[Problem]:
+    """v1alpha3 `goTemplate`: one source, a template that parses and renders with sample
+    values into an object with apiVersion and kind (primaryContainerName and
+    trialParameters are not needed: v1alpha3 had neither)."""
+    from katib.controller.templating import render_run_spec, sample_assignments
+    from katib.errors import KatibError
+
+    p = "spec.trialTemplate"
+    go = tt.go_template
+    assert go is not None
+    if tt.trial_spec is not None or tt.config_map is not None:
+        return [
+            Problem(
+                p,
+                "only one of spec.trialTemplate.trialSpec, spec.trialTemplate.configMap or "
+                "spec.trialTemplate.goTemplate can be specified",
+            )
+        ]
+    if (go.raw_template is None) == (go.template_spec is None):
+        return [
+            Problem(
+                f"{p}.goTemplate", "exactly one of rawTemplate or templateSpec must be specified"
+            )
+        ]
+    ts = go.template_spec
+    if ts is not None and not (ts.config_map_name and ts.config_map_namespace and ts.template_path):
+        return [
+            Problem(
+                f"{p}.goTemplate.templateSpec",
+                "configMapName, configMapNamespace and templatePath must be specified",
+            )
+        ]
+    if ts is not None and config_map_loader is None:
+        return []  # taken on trust, as configMap templates are
+    fetch = None
+    if ts is not None and config_map_loader is not None:
+        assert ts.config_map_namespace and ts.config_map_name and ts.template_path
+        text = config_map_loader(ts.config_map_namespace, ts.config_map_name, ts.template_path)
+        key = ts.template_path
+
+        def fetch(name: str, namespace: str) -> dict[str, str] | None:
+            return None if text is None else {key: text}
+
+    try:
+        rendered = render_run_spec(
+            exp,
+            f"{exp.name or 'experiment'}-sample",
+            sample_assignments(exp),
+            fetch_configmap=fetch,
+        )
+    except KatibError as exc:
+        problems = getattr(exc, "problems", None)
+        return list(problems) if problems else [Problem(f"{p}.goTemplate", str(exc))]
+    out: list[Problem] = []
+    if not rendered.get("apiVersion") or not rendered.get("kind"):
+        out.append(Problem(p, "APIVersion and Kind in spec.trialTemplate must be specified"))
+    elif rendered.get("kind") == "Job" and rendered.get("apiVersion") == "batch/v1":
+        out.extend(_validate_job(rendered, tt))
+    if not tt.success_condition or not tt.failure_condition:
+        out.append(Problem(p, "successCondition and failureCondition must be specified"))
     return out
 
 
