@@ -22,6 +22,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from katib.api.models import Experiment, ExperimentStatus, Trial
 
@@ -42,6 +43,21 @@ class Ownership:
 
     owner: str | None
     heartbeat: datetime | None
+
+
+@dataclass(frozen=True)
+class ExperimentLease:
+    """An experiment that is not completed, with who owns it and how old that claim is.
+
+    `age_seconds` is measured by the database's clock (heartbeat to now), so servers on
+    hosts whose clocks disagree still agree on when a lease has gone stale.
+    """
+
+    name: str
+    namespace: str
+    owner: str | None
+    heartbeat: datetime | None
+    age_seconds: float | None
 
 
 class BaseStorage(abc.ABC):
@@ -66,9 +82,13 @@ class BaseStorage(abc.ABC):
 
     @abc.abstractmethod
     def update_experiment_status(
-        self, name: str, namespace: str, status: ExperimentStatus
+        self, name: str, namespace: str, status: ExperimentStatus, *, owner: str | None = None
     ) -> None:
-        """Replace the stored status. NotFoundError if absent."""
+        """Replace the stored status. NotFoundError if absent.
+
+        With `owner`, a fenced write: ConflictError (nothing written) unless `owner`
+        holds the experiment at the moment of the write.
+        """
 
     @abc.abstractmethod
     def delete_experiment(self, name: str, namespace: str = "default") -> None:
@@ -82,6 +102,9 @@ class BaseStorage(abc.ABC):
         """Take ownership if free, already ours, listed in `steal_from` (known dead), or stale.
 
         Returns True when `owner` now owns the experiment. Refreshes the heartbeat.
+        Atomic (one conditional update): of several concurrent callers at most one
+        wins. Heartbeats are written and staleness (heartbeat older than
+        `stale_after_seconds`) is judged by the database's clock where it has one.
         """
 
     @abc.abstractmethod
@@ -92,10 +115,37 @@ class BaseStorage(abc.ABC):
     def get_ownership(self, name: str, namespace: str) -> Ownership:
         """Current owner and its last heartbeat."""
 
+    @abc.abstractmethod
+    def renew_leases(self, owner: str) -> list[tuple[str, str]]:
+        """Refresh the heartbeat of every experiment `owner` holds, in one transaction.
+
+        Returns the (namespace, name) keys it holds: one it believed it held and that
+        is missing was taken over (its lease went stale) or deleted.
+        """
+
+    @abc.abstractmethod
+    def list_unfinished_experiments(self) -> list[ExperimentLease]:
+        """Experiments whose latest condition is neither Succeeded nor Failed, oldest first."""
+
     # --- trials ------------------------------------------------------------------
     @abc.abstractmethod
-    def create_trials(self, experiment_name: str, namespace: str, trials: Sequence[Trial]) -> None:
-        """Insert a batch of new trials atomically (all or none)."""
+    def create_trials(
+        self,
+        experiment_name: str,
+        namespace: str,
+        trials: Sequence[Trial],
+        *,
+        owner: str | None = None,
+        expected_count: int | None = None,
+    ) -> None:
+        """Insert a batch of new trials atomically (all or none).
+
+        Fencing, checked in the same transaction as the insert, with the experiment
+        locked against concurrent fenced inserts and ownership changes: with `owner`,
+        ConflictError unless `owner` holds the experiment; with `expected_count`,
+        ConflictError unless the experiment has exactly that many trials (the count
+        the caller's decision was based on). Either way nothing is inserted.
+        """
 
     @abc.abstractmethod
     def get_trial(self, name: str, namespace: str = "default") -> Trial:
@@ -108,6 +158,35 @@ class BaseStorage(abc.ABC):
     @abc.abstractmethod
     def update_trial_status(self, trial: Trial) -> None:
         """Store `trial.status` (conditions, times, observation). NotFoundError if absent."""
+
+    def list_experiment_documents(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """list_experiments as raw camelCase documents (status included), not validated.
+
+        For listings of many experiments, where building every model would dominate.
+        """
+        return [e.to_dict() for e in self.list_experiments(namespace)]
+
+    def count_trials_by_condition(
+        self, namespace: str | None = None, *, unfinished_only: bool = False
+    ) -> dict[tuple[str, str], dict[str, int]]:
+        """{(namespace, experiment name): {latest condition type: trial count}} in one query.
+
+        A trial with no condition counts as "Created". Experiments without trials are
+        absent; with `unfinished_only`, so are Succeeded and Failed experiments (their
+        status holds final counts). Backends override this with an aggregate query;
+        this default reads every trial.
+        """
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for exp in self.list_experiments(namespace):
+            if unfinished_only and exp.status and exp.status.conditions and (
+                exp.status.conditions[-1].type in ("Succeeded", "Failed")
+            ):
+                continue
+            for trial in self.list_trials(exp.name, exp.namespace):
+                per = counts.setdefault((exp.namespace, exp.name), {})
+                key = trial.condition.value
+                per[key] = per.get(key, 0) + 1
+        return counts
 
     # --- observation logs (Katib's DBManager semantics) --------------------------
     @abc.abstractmethod

@@ -24,12 +24,13 @@ from sqlalchemy.engine import Connection, Engine
 from katib.api.models import Experiment, ExperimentStatus, Trial
 from katib.errors import (
     AlreadyExistsError,
+    ConflictError,
     InvalidArgumentError,
     KatibError,
     NotFoundError,
     StorageError,
 )
-from katib.storage.base import BaseStorage, MetricLogEntry, Ownership
+from katib.storage.base import BaseStorage, ExperimentLease, MetricLogEntry, Ownership
 from katib.storage.engine import (
     create_engine_for,
     redact,
@@ -54,6 +55,28 @@ _PROCESS_MIGRATION_LOCK = threading.Lock()
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_COMPLETED_CONDITIONS = ("Succeeded", "Failed")
+
+
+def _db_now(conn: Connection) -> datetime:
+    """Now, by the database server's clock (aware UTC), so every server judges leases alike.
+
+    SQLite has no server: its clients share the host and so the host's clock.
+    """
+    name = conn.dialect.name
+    if name == "postgresql":
+        value = conn.execute(sa.text("SELECT timezone('UTC', clock_timestamp())")).scalar()
+    elif name in ("mysql", "mariadb"):
+        value = conn.execute(sa.text("SELECT UTC_TIMESTAMP(6)")).scalar()
+    else:
+        return _utcnow()
+    if not isinstance(value, datetime):  # pragma: no cover - every driver we ship parses it
+        raise StorageError(f"database returned {value!r} for the current time")
+    if value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value.replace(tzinfo=UTC)
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
@@ -223,6 +246,28 @@ class SQLStorage(BaseStorage):
         return int(exp_id)
 
     @staticmethod
+    def _lock_experiment(conn: Connection, name: str, namespace: str, owner: str | None) -> int:
+        """The experiment's id, its row locked to the end of the transaction (fencing).
+
+        SELECT ... FOR UPDATE on the servers; on SQLite the transaction already holds
+        the database's write lock (BEGIN IMMEDIATE). ConflictError when `owner` is
+        given and does not hold the experiment.
+        """
+        c = experiments.c
+        query = sa.select(c.id, c.owner).where(c.name == name, c.namespace == namespace)
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+        if owner is not None and row.owner != owner:
+            raise ConflictError(
+                f"experiment {namespace}/{name} is no longer owned by {owner} "
+                f"(owner now: {row.owner or 'nobody'}); its lease was lost"
+            )
+        return int(row.id)
+
+    @staticmethod
     def _experiment_document(experiment: Experiment) -> tuple[dict[str, Any], Any]:
         _check_name("experiment", experiment.name)
         doc = experiment.to_dict()
@@ -297,11 +342,14 @@ class SQLStorage(BaseStorage):
             )
 
     def update_experiment_status(
-        self, name: str, namespace: str, status: ExperimentStatus
+        self, name: str, namespace: str, status: ExperimentStatus, *, owner: str | None = None
     ) -> None:
         doc = status.to_dict()
         with self._tx() as conn:
-            exp_id = self._experiment_id(conn, name, namespace)
+            if owner is None:
+                exp_id = self._experiment_id(conn, name, namespace)
+            else:
+                exp_id = self._lock_experiment(conn, name, namespace, owner)
             conn.execute(
                 sa.update(experiments)
                 .where(experiments.c.id == exp_id)
@@ -326,18 +374,20 @@ class SQLStorage(BaseStorage):
         stale_after_seconds: float = 30.0,
     ) -> bool:
         _check_name("owner", owner)
-        now = _utcnow()
-        stale = now - timedelta(seconds=stale_after_seconds)
         c = experiments.c
-        takeable = [
-            c.owner.is_(None),
-            c.owner == owner,
-            c.owner_heartbeat.is_(None),
-            c.owner_heartbeat < stale,
-        ]
-        if steal_from:
-            takeable.append(c.owner.in_(list(steal_from)))
         with self._tx() as conn:
+            now = _db_now(conn)
+            stale = now - timedelta(seconds=stale_after_seconds)
+            takeable = [
+                c.owner.is_(None),
+                c.owner == owner,
+                c.owner_heartbeat.is_(None),
+                c.owner_heartbeat < stale,
+            ]
+            if steal_from:
+                takeable.append(c.owner.in_(list(steal_from)))
+            # One conditional UPDATE: concurrent acquirers serialise on the row lock and
+            # each re-checks the condition against the committed winner's values.
             result = conn.execute(
                 sa.update(experiments)
                 .where(c.name == name, c.namespace == namespace, sa.or_(*takeable))
@@ -370,9 +420,59 @@ class SQLStorage(BaseStorage):
             raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
         return Ownership(owner=row.owner, heartbeat=row.owner_heartbeat)
 
+    def renew_leases(self, owner: str) -> list[tuple[str, str]]:
+        c = experiments.c
+        with self._tx() as conn:
+            now = _db_now(conn)
+            conn.execute(
+                sa.update(experiments).where(c.owner == owner).values(owner_heartbeat=now)
+            )
+            rows = conn.execute(
+                sa.select(c.namespace, c.name).where(c.owner == owner).order_by(c.id)
+            ).all()
+        return [(r.namespace, r.name) for r in rows]
+
+    def list_unfinished_experiments(self) -> list[ExperimentLease]:
+        c = experiments.c
+        query = (
+            sa.select(c.name, c.namespace, c.owner, c.owner_heartbeat)
+            .where(
+                sa.or_(
+                    c.condition_type.is_(None),
+                    c.condition_type.not_in(_COMPLETED_CONDITIONS),
+                )
+            )
+            .order_by(c.created_at, c.id)
+        )
+        with self._tx() as conn:
+            now = _db_now(conn)
+            rows = conn.execute(query).all()
+        return [
+            ExperimentLease(
+                name=r.name,
+                namespace=r.namespace,
+                owner=r.owner,
+                heartbeat=r.owner_heartbeat,
+                age_seconds=(
+                    None
+                    if r.owner_heartbeat is None
+                    else (now - r.owner_heartbeat).total_seconds()
+                ),
+            )
+            for r in rows
+        ]
+
     # --- trials --------------------------------------------------------------------------
 
-    def create_trials(self, experiment_name: str, namespace: str, trials: Sequence[Trial]) -> None:
+    def create_trials(
+        self,
+        experiment_name: str,
+        namespace: str,
+        trials: Sequence[Trial],
+        *,
+        owner: str | None = None,
+        expected_count: int | None = None,
+    ) -> None:
         if not trials:
             return
         names = [t.name for t in trials]
@@ -405,8 +505,22 @@ class SQLStorage(BaseStorage):
         listed = ", ".join(f'"{n}"' for n in names)
         message = f"one of the trials {listed} already exists (created concurrently)"
         with self._tx(duplicate=message) as conn:
-            exp_id = self._experiment_id(conn, experiment_name, namespace)
             tc = trials_table.c
+            if owner is None and expected_count is None:
+                exp_id = self._experiment_id(conn, experiment_name, namespace)
+            else:
+                exp_id = self._lock_experiment(conn, experiment_name, namespace, owner)
+            if expected_count is not None:
+                count = conn.execute(
+                    sa.select(sa.func.count()).select_from(trials_table)
+                    .where(tc.experiment_id == exp_id)
+                ).scalar_one()
+                if count != expected_count:
+                    raise ConflictError(
+                        f"experiment {namespace}/{experiment_name} has {count} trials, not "
+                        f"the {expected_count} these new trials were planned on; another "
+                        "controller created trials concurrently"
+                    )
             existing = conn.execute(
                 sa.select(tc.name, tc.namespace).where(tc.name.in_(names))
             ).first()
@@ -459,6 +573,63 @@ class SQLStorage(BaseStorage):
                 raise NotFoundError(
                     f'trial "{trial.name}" not found in namespace "{trial.namespace}"'
                 )
+
+    def list_experiment_documents(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(experiments.c.spec, experiments.c.status).order_by(
+            experiments.c.created_at, experiments.c.id
+        )
+        if namespace is not None:
+            query = query.where(experiments.c.namespace == namespace)
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        docs = []
+        for row in rows:
+            doc = dict(row.spec)
+            if row.status is not None:
+                doc["status"] = row.status
+            docs.append(doc)
+        return docs
+
+    def count_trials_by_condition(
+        self, namespace: str | None = None, *, unfinished_only: bool = False
+    ) -> dict[tuple[str, str], dict[str, int]]:
+        ec, tc = experiments.c, trials_table.c
+        wanted = sa.select(ec.id)
+        if namespace is not None:
+            wanted = wanted.where(ec.namespace == namespace)
+        if unfinished_only:
+            wanted = wanted.where(
+                sa.or_(
+                    ec.condition_type.is_(None),
+                    ec.condition_type.not_in(["Succeeded", "Failed"]),
+                )
+            )
+        # An IN over experiment ids lets every backend walk the (experiment_id, ...)
+        # index instead of scanning the trials table.
+        query = sa.select(tc.experiment_id, tc.condition_type, sa.func.count()).group_by(
+            tc.experiment_id, tc.condition_type
+        )
+        if namespace is not None or unfinished_only:
+            query = query.where(tc.experiment_id.in_(wanted.scalar_subquery()))
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+            ids = sorted({int(r[0]) for r in rows})
+            names: dict[int, tuple[str, str]] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for row in conn.execute(
+                    sa.select(ec.id, ec.namespace, ec.name).where(ec.id.in_(chunk))
+                ):
+                    names[int(row.id)] = (row.namespace, row.name)
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for exp_id, condition, count in rows:
+            key = names.get(int(exp_id))
+            if key is None:
+                continue
+            per = counts.setdefault(key, {})
+            label = condition or "Created"
+            per[label] = per.get(label, 0) + int(count)
+        return counts
 
     # --- observation logs -----------------------------------------------------------------
 

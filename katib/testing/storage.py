@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from katib.api.models import Condition, Experiment, ExperimentStatus, Trial
-from katib.errors import AlreadyExistsError, NotFoundError
+from katib.errors import AlreadyExistsError, ConflictError, NotFoundError
 from katib.storage.base import BaseStorage, MetricLogEntry
 
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -306,6 +306,150 @@ class StorageContract:
     def test_acquire_missing_experiment(self, storage: BaseStorage) -> None:
         with pytest.raises(NotFoundError):
             storage.acquire_experiment("nope", "default", "ctrl-a")
+
+    def test_concurrent_acquire_has_one_winner(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        barrier = threading.Barrier(6)
+        won: list[str] = []
+        failures: list[BaseException] = []
+
+        def worker(owner: str) -> None:
+            try:
+                barrier.wait(timeout=30)
+                if storage.acquire_experiment("exp", "default", owner):
+                    won.append(owner)
+            except BaseException as exc:  # surfaced below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(f"ctrl-{i}",)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not failures, failures
+        assert len(won) == 1, won
+        assert storage.get_ownership("exp", "default").owner == won[0]
+
+    def test_renew_leases(self, storage: BaseStorage) -> None:
+        for name in ("e1", "e2", "e3"):
+            storage.create_experiment(make_experiment(name))
+        assert storage.acquire_experiment("e1", "default", "ctrl-a")
+        assert storage.acquire_experiment("e3", "default", "ctrl-a")
+        assert storage.acquire_experiment("e2", "default", "ctrl-b")
+        before = storage.get_ownership("e1", "default").heartbeat
+        time.sleep(0.02)
+        assert storage.renew_leases("ctrl-a") == [("default", "e1"), ("default", "e3")]
+        after = storage.get_ownership("e1", "default").heartbeat
+        assert before is not None and after is not None and after > before
+        # a lease taken over (here: stale) is no longer renewed by its old holder
+        assert storage.acquire_experiment("e3", "default", "ctrl-b", stale_after_seconds=0)
+        assert storage.renew_leases("ctrl-a") == [("default", "e1")]
+        storage.delete_experiment("e1")
+        assert storage.renew_leases("ctrl-a") == []
+        assert storage.renew_leases("nobody") == []
+
+    def test_list_unfinished_experiments(self, storage: BaseStorage) -> None:
+        def with_condition(name: str, *types: str) -> Experiment:
+            exp = make_experiment(name)
+            exp.status = ExperimentStatus(
+                conditions=[Condition(type=t, status="True", reason="R") for t in types]
+            )
+            return exp
+
+        storage.create_experiment(make_experiment("new"))
+        storage.create_experiment(with_condition("running", "Created", "Running"))
+        storage.create_experiment(with_condition("done", "Created", "Running", "Succeeded"))
+        storage.create_experiment(with_condition("failed", "Created", "Failed"))
+        storage.create_experiment(
+            with_condition("restarting", "Created", "Running", "Restarting")
+        )
+        assert storage.acquire_experiment("running", "default", "ctrl-a")
+        leases = storage.list_unfinished_experiments()
+        assert [(x.namespace, x.name) for x in leases] == [
+            ("default", "new"), ("default", "running"), ("default", "restarting")
+        ]
+        by_name = {x.name: x for x in leases}
+        assert by_name["new"].owner is None and by_name["new"].age_seconds is None
+        held = by_name["running"]
+        assert held.owner == "ctrl-a" and held.heartbeat is not None
+        assert held.age_seconds is not None and -1.0 <= held.age_seconds < 30.0
+        # completing an experiment takes it off the list
+        storage.update_experiment_status(
+            "new", "default", ExperimentStatus(
+                conditions=[Condition(type="Succeeded", status="True", reason="R")]
+            )
+        )
+        assert "new" not in {x.name for x in storage.list_unfinished_experiments()}
+
+    def test_create_trials_fenced_by_owner(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        with pytest.raises(ConflictError):  # nobody owns it
+            storage.create_trials("exp", "default", [make_trial("t1")], owner="ctrl-a")
+        assert storage.acquire_experiment("exp", "default", "ctrl-a")
+        with pytest.raises(ConflictError):
+            storage.create_trials("exp", "default", [make_trial("t1")], owner="ctrl-b")
+        assert storage.list_trials("exp") == []
+        storage.create_trials("exp", "default", [make_trial("t1")], owner="ctrl-a")
+        assert [t.name for t in storage.list_trials("exp")] == ["t1"]
+        with pytest.raises(NotFoundError):
+            storage.create_trials("nope", "default", [make_trial("t2")], owner="ctrl-a")
+
+    def test_create_trials_expected_count(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        with pytest.raises(ConflictError):
+            storage.create_trials("exp", "default", [make_trial("t1")], expected_count=1)
+        storage.create_trials("exp", "default", [make_trial("t1")], expected_count=0)
+        with pytest.raises(ConflictError):
+            storage.create_trials("exp", "default", [make_trial("t2")], expected_count=0)
+        storage.create_trials(
+            "exp", "default", [make_trial("t2"), make_trial("t3")], expected_count=1
+        )
+        assert [t.name for t in storage.list_trials("exp")] == ["t1", "t2", "t3"]
+
+    def test_concurrent_counted_create_trials_never_overshoot(
+        self, storage: BaseStorage
+    ) -> None:
+        """Two writers fill one budget of 12, each planning on the count it last read."""
+        storage.create_experiment(make_experiment())
+        budget = 12
+        conflicts: list[str] = []
+        failures: list[BaseException] = []
+
+        def worker(prefix: str) -> None:
+            try:
+                i = 0
+                while True:
+                    seen = len(storage.list_trials("exp"))
+                    if seen >= budget:
+                        return
+                    batch = [make_trial(f"{prefix}-{i}-{s}") for s in "ab"][: budget - seen]
+                    i += 1
+                    try:
+                        storage.create_trials("exp", "default", batch, expected_count=seen)
+                    except ConflictError:
+                        conflicts.append(prefix)
+            except BaseException as exc:  # surfaced below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(p,)) for p in ("x", "y")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not failures, failures
+        names = [t.name for t in storage.list_trials("exp")]
+        assert len(names) == budget and len(set(names)) == budget
+
+    def test_update_experiment_status_fenced(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        done = ExperimentStatus(conditions=[Condition(type="Running", status="True", reason="R")])
+        with pytest.raises(ConflictError):
+            storage.update_experiment_status("exp", "default", done, owner="ctrl-a")
+        assert storage.get_experiment("exp").status is None
+        assert storage.acquire_experiment("exp", "default", "ctrl-a")
+        storage.update_experiment_status("exp", "default", done, owner="ctrl-a")
+        got = storage.get_experiment("exp").status
+        assert got is not None and got.conditions[-1].type == "Running"
 
     # --- observation logs ------------------------------------------------------------------
 
