@@ -1,0 +1,1 @@
+"""The long-lived server: REST API, web UI, controller loop and DBManager endpoint."""
