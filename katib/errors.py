@@ -78,6 +78,14 @@ class DeadlineExceededError(KatibError):
     retryable = True
 
 
+class WaitTimeoutError(DeadlineExceededError, TimeoutError):
+    """An experiment did not reach the awaited condition in time (waiting again may help)."""
+
+
+class ExperimentFailedError(KatibError, RuntimeError):
+    """The experiment ended Failed while the caller waited for another condition."""
+
+
 class SearchSpaceExhaustedError(KatibError):
     """The algorithm has no new point to suggest; the experiment ends, not as a failure."""
 

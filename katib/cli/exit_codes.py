@@ -10,6 +10,7 @@ USAGE = 2
 
 # Ordered: the first matching class wins, so subclasses come before their bases.
 EXIT_CODES: list[tuple[type[errors.KatibError], int]] = [
+    (errors.ExperimentFailedError, EXPERIMENT_FAILED),
     (errors.InvalidSpecError, 2),
     (errors.InvalidArgumentError, 2),
     (errors.NotFoundError, 3),

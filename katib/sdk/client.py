@@ -68,12 +68,8 @@ DEFAULT_TIMEOUT = 120
 CONDITIONS = tuple(c.value for c in ExperimentConditionType)
 
 
-class ExperimentFailedError(errors.KatibError, RuntimeError):
-    """The experiment ended Failed while the caller waited for another condition."""
-
-
-class WaitTimeoutError(errors.DeadlineExceededError, TimeoutError):
-    """The experiment did not reach the awaited condition in time (waiting again may help)."""
+ExperimentFailedError = errors.ExperimentFailedError
+WaitTimeoutError = errors.WaitTimeoutError
 
 
 def _has_condition(experiment: Experiment, condition: str) -> bool:
