@@ -10,6 +10,7 @@ controller to ingest later. This is the only module of the package that imports 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -73,6 +74,9 @@ class Reporter:
         self.max_backoff = max_backoff
         self._address_file = Path(address_file) if address_file else None
         self._address = self._read_address_file() or (address or "")
+        # The server's token (KATIB_TOKEN, set by the executor) when DBManager needs one.
+        token = os.environ.get("KATIB_TOKEN", "").strip()
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
 
         self.delivered = 0
         self.unreported_count = 0
@@ -246,7 +250,7 @@ class Reporter:
                 ]
             ),
         )
-        self._stub.ReportObservationLog(request, timeout=timeout)
+        self._stub.ReportObservationLog(request, timeout=timeout, metadata=self._metadata)
 
     def _reset_channel(self) -> None:
         """Drop the channel so the next attempt reconnects at once (maybe elsewhere)."""

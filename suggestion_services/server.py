@@ -21,6 +21,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from katib.apis.dbmanager_client import auth_metadata
 from katib.apis.grpc_errors import error_from_rpc, grpc_code_for
 from katib.apis.v1beta1 import api_pb2, api_pb2_grpc
 from katib.errors import InvalidArgumentError, KatibError, UnavailableError
@@ -364,7 +365,9 @@ class DBManagerSource:
     def observation_log(self, trial_name: str, metric_name: str) -> list[LoggedValue]:
         request = api_pb2.GetObservationLogRequest(trial_name=trial_name, metric_name=metric_name)
         try:
-            reply = self._stub.GetObservationLog(request, timeout=DBMANAGER_TIMEOUT_SECONDS)
+            reply = self._stub.GetObservationLog(
+                request, timeout=DBMANAGER_TIMEOUT_SECONDS, metadata=auth_metadata()
+            )
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

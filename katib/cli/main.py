@@ -20,6 +20,7 @@ from rich.table import Table
 from katib import errors
 from katib.api.loading import load_experiment, parse_experiment
 from katib.api.models import Experiment, Trial
+from katib.cli import remote
 from katib.cli.exit_codes import EXPERIMENT_FAILED, exit_code_for
 from katib.cli.progress import Progress, summary
 from katib.controller.observation import strategies_of
@@ -100,12 +101,64 @@ def validate(file: Path) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @_storage_options
 @click.option("-q", "--quiet", is_flag=True, help="No live progress view.")
+@click.option(
+    "--executor",
+    "executor_name",
+    type=click.Choice(["local", "kubernetes"]),
+    envvar="KATIB_EXECUTOR",
+    default="local",
+    show_default=True,
+    help="Where trials run: local processes, or resources on a Kubernetes cluster.",
+)
+@click.option("--kube-context", default=None, help="kubeconfig context (kubernetes executor).")
+@click.option(
+    "--collector-image",
+    default=None,
+    help="Image of the metrics collector sidecar (kubernetes executor).",
+)
+@click.option(
+    "--db-manager-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Where trial pods reach this run's DBManager (kubernetes executor); "
+    "DBManager then listens on all interfaces at PORT.",
+)
 @_handle_errors
-def run(file: Path, data_dir: Path | None, db_url: str | None, quiet: bool) -> None:
+def run(
+    file: Path,
+    data_dir: Path | None,
+    db_url: str | None,
+    quiet: bool,
+    executor_name: str = "local",
+    kube_context: str | None = None,
+    collector_image: str | None = None,
+    db_manager_address: str | None = None,
+) -> None:
     """Run an Experiment to completion here (or resume it if it is already stored)."""
     from katib.controller.runtime import Runtime
 
     experiment = load_experiment(file)
+    runtime_options: dict[str, Any] = {}
+    if executor_name == "kubernetes":
+        from katib.executors.registry import create_executor
+
+        host, _, port = (db_manager_address or "").rpartition(":")
+        if not host or not port.isdigit():
+            raise errors.InvalidArgumentError(
+                "--db-manager-address: the kubernetes executor needs HOST:PORT, an address "
+                "trial pods can reach this machine's DBManager at (e.g. the node network's "
+                "gateway IP and a free port)"
+            )
+        runtime_options = {
+            "db_manager_host": "0.0.0.0",
+            "db_manager_port": int(port),
+            "executor": create_executor(
+                "kubernetes",
+                kube_context=kube_context,
+                collector_image=collector_image,
+                db_manager_address=db_manager_address,
+            ),
+        }
     stop_requested = False
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -114,7 +167,9 @@ def run(file: Path, data_dir: Path | None, db_url: str | None, quiet: bool) -> N
 
     signal.signal(signal.SIGTERM, on_sigterm)
     progress = Progress(console, quiet=quiet)
-    with Runtime(data_dir=data_dir, db_url=db_url, notice=progress.notice) as runtime:
+    with Runtime(
+        data_dir=data_dir, db_url=db_url, notice=progress.notice, **runtime_options
+    ) as runtime:
         stored = runtime.submit(experiment, experiment_dir=file.parent)
         console.print(
             f"experiment {stored.namespace}/{stored.name}: "
@@ -200,6 +255,7 @@ def _trial_value(experiment: Experiment, trial: Trial, name: str) -> str:
 )
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
 @_storage_options
+@remote.server_option
 @_handle_errors
 def get(
     kind: str,
@@ -209,8 +265,12 @@ def get(
     output: str,
     data_dir: Path | None,
     db_url: str | None,
+    server: str | None = None,
+    token_file: Path | None = None,
 ) -> None:
     """List experiments or trials (with their metrics)."""
+    if server:
+        return remote.get(server, token_file, kind, name, namespace, experiment_name, output)
     storage = _open_storage(data_dir, db_url)
     try:
         if kind.startswith("experiment"):
@@ -298,11 +358,20 @@ def _dump(docs: list[dict[str, Any]], output: str) -> None:
 @click.argument("name")
 @click.option("-n", "--namespace", default=None, help="Namespace (default: default).")
 @_storage_options
+@remote.server_option
 @_handle_errors
 def describe(
-    kind: str, name: str, namespace: str | None, data_dir: Path | None, db_url: str | None
+    kind: str,
+    name: str,
+    namespace: str | None,
+    data_dir: Path | None,
+    db_url: str | None,
+    server: str | None = None,
+    token_file: Path | None = None,
 ) -> None:
     """Show an experiment's (or trial's) spec, conditions and optimal trial."""
+    if server:
+        return remote.describe(server, token_file, kind, name, namespace)
     storage = _open_storage(data_dir, db_url)
     try:
         if kind == "trial":
@@ -325,11 +394,20 @@ def describe(
 @click.option("-n", "--namespace", default=None, help="Namespace (found if left out).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing while the trial runs.")
 @_storage_options
+@remote.server_option
 @_handle_errors
 def logs(
-    trial: str, namespace: str, follow: bool, data_dir: Path | None, db_url: str | None
+    trial: str,
+    namespace: str,
+    follow: bool,
+    data_dir: Path | None,
+    db_url: str | None,
+    server: str | None = None,
+    token_file: Path | None = None,
 ) -> None:
     """Print a trial's output (stdout and stderr)."""
+    if server:
+        return remote.logs(server, token_file, trial, namespace, follow)
     from katib.executors.local import LocalExecutor
 
     storage = _open_storage(data_dir, db_url)
@@ -359,9 +437,20 @@ def logs(
 @click.argument("name")
 @click.option("-n", "--namespace", default="default")
 @_storage_options
+@remote.server_option
 @_handle_errors
-def delete(kind: str, name: str, namespace: str, data_dir: Path | None, db_url: str | None) -> None:
+def delete(
+    kind: str,
+    name: str,
+    namespace: str,
+    data_dir: Path | None,
+    db_url: str | None,
+    server: str | None = None,
+    token_file: Path | None = None,
+) -> None:
     """Delete an experiment, stopping its running trials and removing their logs."""
+    if server:
+        return remote.delete(server, token_file, kind, name, namespace)
     from katib.executors.local import LocalExecutor
 
     storage = _open_storage(data_dir, db_url)
@@ -378,6 +467,16 @@ def delete(kind: str, name: str, namespace: str, data_dir: Path | None, db_url: 
         console.print(f"experiment {namespace}/{name} deleted ({len(trials)} trial(s))")
     finally:
         storage.close()
+
+
+from katib.server.main import server_command  # noqa: E402 - imports no web framework
+
+cli.add_command(server_command)
+cli.add_command(remote.apply)
+cli.add_command(remote.wait)
+from katib.cli.render import render as render_command  # noqa: E402
+
+cli.add_command(render_command)
 
 
 def main() -> None:

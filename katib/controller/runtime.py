@@ -32,6 +32,7 @@ from katib.controller import status
 from katib.controller.early_stopping_client import EarlyStoppingClient
 from katib.controller.reconcile import Controller, PassResult
 from katib.controller.suggestion_client import SuggestionClient, SuggestionServiceProcess
+from katib.executors import process_tree
 from katib.executors.base import BaseExecutor, LaunchContext
 from katib.executors.local import LocalExecutor
 from katib.storage.base import BaseStorage
@@ -72,7 +73,12 @@ def owner_is_dead(owner: str) -> bool:
         return False
     if host != socket.gethostname():
         return False
-    return _process_start_ticks(pid) != ticks
+    try:
+        started = int(ticks)
+    except ValueError:
+        return _process_start_ticks(pid) != ticks
+    # A zombie (exited, not yet reaped by its parent) is dead too.
+    return not process_tree.is_alive(pid, started)
 
 
 @dataclass
@@ -90,17 +96,46 @@ class Runtime:
         db_url: str | None = None,
         executor: BaseExecutor | None = None,
         notice: Callable[[str], None] | None = None,
+        *,
+        db_manager_host: str = "127.0.0.1",
+        db_manager_port: int = 0,
+        token: str | None = None,
     ) -> None:
+        """`db_manager_host`/`db_manager_port`: where DBManager listens (port 0: any free
+        one). `token`: when set, DBManager refuses calls without it, and local trials get
+        it as KATIB_TOKEN for their collectors and `katib.report_metrics`."""
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.token = token
         self.storage: BaseStorage = SQLStorage(resolve_url(db_url, self.data_dir))
-        self._server, port = serve_dbmanager(self.storage, host="127.0.0.1", port=0)
-        self.db_manager_address = f"127.0.0.1:{port}"
+        interceptors: list[grpc.ServerInterceptor] = []
+        if token:
+            from katib.server.grpc_auth import GrpcTokenInterceptor
+
+            interceptors.append(GrpcTokenInterceptor(token))
+        try:
+            self._server, port = serve_dbmanager(
+                self.storage, host=db_manager_host, port=db_manager_port,
+                interceptors=interceptors,
+            )
+        except BaseException:
+            self.storage.close()
+            raise
+        self.db_manager_port = port
+        # Trials on this machine dial loopback even when DBManager listens on all addresses.
+        local_host = db_manager_host if db_manager_host not in ("0.0.0.0", "::", "") else (
+            "127.0.0.1"
+        )
+        if ":" in local_host and not local_host.startswith("["):
+            local_host = f"[{local_host}]"
+        self.db_manager_address = f"{local_host}:{port}"
         self.address_file = self.data_dir / "dbmanager.addr"
         tmp = self.address_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(self.db_manager_address)
         os.replace(tmp, self.address_file)
-        self.executor = executor or LocalExecutor(self.data_dir / "trials", notice=notice)
+        self.executor = executor or LocalExecutor(
+            self.data_dir / "trials", notice=notice, token=token
+        )
         self._services: dict[str, SuggestionServiceProcess] = {}
         self._experiment_dirs: dict[tuple[str, str], Path] = {}
         self._early_stopping: tuple[grpc.Server, EarlyStoppingServicer, EarlyStoppingClient] | None
@@ -121,9 +156,21 @@ class Runtime:
         if service is None:
             logs = self.data_dir / "logs"
             logs.mkdir(exist_ok=True)
-            service = SuggestionServiceProcess(algorithm, str(logs / f"suggestion-{algorithm}.log"))
-            self._services[algorithm] = service
+            fresh = SuggestionServiceProcess(algorithm, str(logs / f"suggestion-{algorithm}.log"))
+            # setdefault: passes of several experiments may ask at once (server mode);
+            # the process starts lazily in client(), so a losing `fresh` costs nothing.
+            service = self._services.setdefault(algorithm, fresh)
         return service.client()
+
+    def publish_address(self) -> None:
+        """(Re)write the DBManager address file with this runtime's address.
+
+        Collectors re-read the file when their DBManager stops answering, so a server
+        that adopts another's experiments calls this to take over their reporting.
+        """
+        tmp = self.address_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(self.db_manager_address)
+        os.replace(tmp, self.address_file)
 
     def early_stopping_client(self, algorithm: str = "") -> EarlyStoppingClient:
         """A client of the in-process EarlyStopping service (started on first use).
@@ -262,6 +309,17 @@ class Runtime:
                 f"({ownership.owner}); wait for it or stop it first"
             )
 
+    def reconcile_pass(self, name: str, namespace: str) -> PassResult:
+        """One reconcile pass; a suggestion error no retry can fix fails the experiment.
+
+        UnavailableError (and other storage errors) propagate: the caller retries.
+        """
+        try:
+            return self.controller.reconcile(name, namespace)
+        except (errors.InvalidArgumentError, errors.InvalidSpecError) as exc:
+            self.controller.fail_experiment(name, namespace, f"Suggestion has failed: {exc}")
+            return self.controller.reconcile(name, namespace)
+
     def run(
         self,
         name: str,
@@ -273,21 +331,14 @@ class Runtime:
         """Reconcile until the experiment completes (or `should_stop` says so)."""
         options = options or RunOptions()
         self.acquire(name, namespace)
+        # Fenced writes (Controller.owner): should a server take the experiment over
+        # while a pass is slow, this run gets ConflictError instead of adding trials.
+        self.controller.owner = self.owner
         last_beat = time.monotonic()
         try:
             while True:
                 try:
-                    result = self.controller.reconcile(name, namespace)
-                except errors.InvalidArgumentError as exc:
-                    self.controller.fail_experiment(
-                        name, namespace, f"Suggestion has failed: {exc}"
-                    )
-                    result = self.controller.reconcile(name, namespace)
-                except errors.InvalidSpecError as exc:
-                    self.controller.fail_experiment(
-                        name, namespace, f"Suggestion has failed: {exc}"
-                    )
-                    result = self.controller.reconcile(name, namespace)
+                    result = self.reconcile_pass(name, namespace)
                 except errors.UnavailableError as exc:
                     log.warning("retrying after: %s", exc)
                     time.sleep(min(1.0, options.poll_interval * 5))

@@ -84,12 +84,15 @@ class LocalExecutor(BaseExecutor):
         remap_metrics_paths: bool = True,
         private_mounts: bool | None = None,
         heartbeat_interval: float | None = None,
+        token: str | None = None,
     ) -> None:
         """``private_mounts``: None uses mount namespaces where they work (and
         KATIB_PRIVATE_MOUNTS=0 turns them off), False never. ``heartbeat_interval``
         defaults to a quarter of the controller's timeout (KATIB_HEARTBEAT_TIMEOUT), at
-        most 5 s."""
+        most 5 s. ``token``: the server's token, given to trials as KATIB_TOKEN so
+        their collector and ``katib.report_metrics`` can call DBManager."""
         self.root = Path(root)
+        self.token = token
         self.heartbeat_interval = heartbeat_interval or interval_for(heartbeat_timeout())
         #: Give each trial its own copy of the metrics path (katib.executors.collector_args);
         #: False when trials get private mounts and the absolute path works as written.
@@ -221,6 +224,8 @@ class LocalExecutor(BaseExecutor):
             if context.db_manager_address_file is not None:
                 trial_env["KATIB_DB_MANAGER_ADDRESS_FILE"] = str(context.db_manager_address_file)
             trial_env[INTERVAL_ENV] = str(self.heartbeat_interval)
+            if self.token:
+                trial_env["KATIB_TOKEN"] = self.token
             with open(directory / "collector.out", "ab") as out:
                 child = subprocess.Popen(
                     collector_argv,

@@ -9,6 +9,7 @@ katib.apis.grpc_errors) instead of UNKNOWN with a driver message.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent import futures
 from datetime import datetime
 from typing import NoReturn
@@ -133,14 +134,21 @@ def add_health(server: grpc.Server) -> health.HealthServicer:
 
 
 def serve_dbmanager(
-    storage: BaseStorage, host: str = "127.0.0.1", port: int = 0, *, max_workers: int = 8
+    storage: BaseStorage,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_workers: int = 8,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, int]:
     """Start a DBManager (plus health) gRPC server; returns it and the bound port.
 
     Port 0 picks a free port. Stop it with `server.stop(grace)`; the storage stays open.
+    `interceptors` run before every call (the server's token check is one).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dbmanager"),
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
