@@ -32,7 +32,7 @@ from katib.api.models import (
     TrialStatus,
 )
 from katib.controller.templating import render_run_spec
-from katib.errors import ExecutorError, InvalidArgumentError, UnavailableError
+from katib.errors import ExecutorError, InvalidArgumentError, InvalidSpecError, UnavailableError
 from katib.executors.base import LaunchContext, TrialOutcome, TrialPhase
 from katib.executors.kubernetes import (
     OUTCOME_SUFFIX,
@@ -526,6 +526,164 @@ def test_pod_log_of_the_primary_container(
     assert executor.read_log(trial, tail_lines=1) == "accuracy=0.75\n"
 
 
+# --- ConfigMap trial templates ----------------------------------------------------------------
+
+CONFIGMAP_TEMPLATE = """\
+apiVersion: batch/v1
+kind: Job
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: main
+          image: python:3.12
+          command: ["python3", "-c", "print('accuracy=' + '${trialParameters.value}')"]
+          args: ["--value=${trialParameters.value}"]
+"""
+
+
+def configmap_experiment(name: str, configmap: str, *, namespace: str = "default") -> Experiment:
+    """An Experiment whose trial template lives only in ConfigMap `configmap`."""
+    doc: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "objective": {"type": "maximize", "objectiveMetricName": "accuracy"},
+            "algorithm": {"algorithmName": "random"},
+            "maxTrialCount": 2,
+            "parallelTrialCount": 1,
+            "parameters": [
+                {
+                    "name": "value",
+                    "parameterType": "categorical",
+                    "feasibleSpace": {"list": ["0.25", "0.5"]},
+                }
+            ],
+            "trialTemplate": {
+                "primaryContainerName": "main",
+                "trialParameters": [{"name": "value", "reference": "value"}],
+                # the kind is unknown until the ConfigMap is read: conditions are required
+                "successCondition": 'status.conditions.#(type=="Complete")#|#(status=="True")#',
+                "failureCondition": 'status.conditions.#(type=="Failed")#|#(status=="True")#',
+                "configMap": {
+                    "configMapName": configmap,
+                    "configMapNamespace": namespace,
+                    "templatePath": "job.yaml",
+                },
+            },
+        },
+    }
+    return load_experiment_dict(doc)
+
+
+def put_template(kube: KubeApiDouble, name: str, namespace: str = "default") -> None:
+    kube.put_object(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"job.yaml": CONFIGMAP_TEMPLATE},
+        }
+    )
+
+
+def test_a_configmap_template_is_read_from_the_cluster(
+    kube: KubeApiDouble, new_executor: Callable[..., KubernetesExecutor]
+) -> None:
+    put_template(kube, "trial-template", "team-a")
+    experiment = configmap_experiment("k8s-cm", "trial-template", namespace="team-a")
+    # nowhere but on the cluster: no local copy and no KATIB_CONFIGMAP_PATH
+    with pytest.raises(InvalidSpecError, match="configMap not found: team-a/trial-template"):
+        render_run_spec(experiment, "k8s-cm-local", {"value": "0.5"})
+    executor = new_executor()
+    trial = trial_for(experiment, "k8s-cm-a", "0.5")  # renders through the executor
+    assert trial.spec.run_spec is not None
+    assert trial.spec.run_spec["kind"] == "Job"
+    container = trial.spec.run_spec["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--value=0.5"]
+    assert (
+        "GET",
+        "/api/v1/namespaces/team-a/configmaps/trial-template",
+    ) in {(m, p) for m, p, _ in kube.requests}
+    executor.launch(trial, context_for(experiment))
+    assert kube.get("jobs", "team-a", "k8s-cm-a") is not None
+    outcome = wait_for(executor, trial, {TrialPhase.FINISHED, TrialPhase.LOST})
+    assert outcome.phase == TrialPhase.FINISHED and outcome.succeeded, outcome
+    # the kind of the experiment's trials comes from the ConfigMap too; cleaned up soon
+    assert executor.find_trials(experiment) in ({}, {"k8s-cm-a": "Succeeded"})
+    assert wait_until(lambda: executor.find_trials(experiment) == {})
+
+    executor.close()  # closed: renders no longer reach the cluster
+    with pytest.raises(InvalidSpecError, match="configMap not found: team-a/trial-template"):
+        render_run_spec(experiment, "k8s-cm-closed", {"value": "0.5"})
+
+
+def test_a_configmap_missing_on_the_cluster_is_named(
+    kube: KubeApiDouble, executor: KubernetesExecutor
+) -> None:
+    experiment = configmap_experiment("k8s-cm-missing", "no-such-template")
+    with pytest.raises(InvalidSpecError) as caught:
+        render_run_spec(experiment, "k8s-cm-missing-a", {"value": "0.5"})
+    message = str(caught.value)
+    assert "configMap not found on the Kubernetes cluster: default/no-such-template" in message
+    assert "spec.trialTemplate" in message
+    kube.inject(Fault(status=503, method="GET", path="/configmaps/trial-template$"))
+    put_template(kube, "trial-template")
+    broken = configmap_experiment("k8s-cm-503", "trial-template")
+    with pytest.raises(UnavailableError, match=r"ConfigMap default/trial-template.*503"):
+        render_run_spec(broken, "k8s-cm-503-a", {"value": "0.5"})
+    assert render_run_spec(broken, "k8s-cm-503-a", {"value": "0.5"})["kind"] == "Job"
+
+
+@pytest.mark.slow
+def test_an_experiment_with_a_configmap_template_runs_on_the_double(tmp_path: Path) -> None:
+    """The controller renders each trial from the ConfigMap on the cluster."""
+    from katib.controller.runtime import RunOptions, Runtime
+
+    experiment = configmap_experiment("k8s-cm-run", "run-template")
+    with KubeApiDouble(behaviour=behaviour) as kube:
+        put_template(kube, "run-template")
+        api = api_client_for(kube.url)
+        executor = KubernetesExecutor(api_client=api, request_timeout=3.0, watch_timeout=2.0)
+        try:
+            with Runtime(data_dir=tmp_path / "data", executor=executor) as runtime:
+                stored = runtime.submit(experiment)
+                runtime.run(stored.name, stored.namespace, options=RunOptions(0.02))
+                trials = runtime.storage.list_trials(stored.name, stored.namespace)
+        finally:
+            api.close()
+        assert len(trials) == 2
+        for trial in trials:
+            # no metric reaches DBManager from the double's pods: the trial itself ended well
+            assert trial.condition in ("Succeeded", "MetricsUnavailable"), trial.status
+            record = kube.get("configmaps", "default", trial.name + OUTCOME_SUFFIX)
+            assert record is not None and '"exit_code": 0' in record["data"]["outcome"]
+        created = [p for m, p, _ in kube.requests if m == "POST" and p.endswith("/jobs")]
+        assert len(created) == 2
+
+
+def test_an_experiment_whose_configmap_is_missing_fails_naming_it(tmp_path: Path) -> None:
+    from katib.controller.runtime import RunOptions, Runtime
+
+    experiment = configmap_experiment("k8s-cm-none", "absent-template")
+    with KubeApiDouble(behaviour=behaviour) as kube:
+        api = api_client_for(kube.url)
+        executor = KubernetesExecutor(api_client=api, request_timeout=3.0, watch=False)
+        try:
+            with Runtime(data_dir=tmp_path / "data", executor=executor) as runtime:
+                stored = runtime.submit(experiment)
+                final = runtime.run(stored.name, stored.namespace, options=RunOptions(0.02))
+                trials = runtime.storage.list_trials(stored.name, stored.namespace)
+        finally:
+            api.close()
+        assert final.status is not None
+        failed = [c for c in final.status.conditions if c.type == "Failed" and c.status == "True"]
+        assert failed, final.status.conditions
+        assert "default/absent-template" in (failed[0].message or "")
+        assert trials == []
+        assert not [p for m, p, _ in kube.requests if m == "POST" and p.endswith("/jobs")]
+
+
 # --- API errors --------------------------------------------------------------------------
 
 
@@ -596,6 +754,7 @@ def test_server_errors_are_retryable_and_name_the_resource(
     with pytest.raises(UnavailableError, match=r"Job default/k8s-500: .*503"):
         plain.poll(trial)
     assert wait_for(plain, trial, {TrialPhase.FINISHED}).succeeded
+    plain.close()
 
 
 def test_a_slow_api_times_out_as_unavailable(

@@ -1,0 +1,727 @@
+"""Trials as calls of a Python function in a pool of warm worker processes.
+
+`tune()` runs a plain function per trial. Starting an interpreter and importing the
+user's libraries for every trial would cost more than many trials do, so each worker
+process is started once (`python -u -m katib.executors.worker_pool`), loads the
+cloudpickled function once, and then runs one trial at a time. Isolation is per
+process, not per trial, so a worker is replaced when its trial:
+
+- raises (the trial fails with the exception's type and message; the worker lives on,
+  a Python exception leaves the process usable),
+- kills the process (os.abort, a segfault: the signal is named),
+- runs past its per-trial timeout ("killed after N s"),
+- makes the worker's resident memory exceed the limit, while running or at its end
+  ("RSS exceeded"; a leak would otherwise pile up across trials).
+
+The trial's stdout and stderr (file descriptors 1 and 2, so C extensions and child
+processes are captured too) go to `<root>/<namespace>/<trial>/trial.log`. Metrics come
+from three places, all stored as observations by the controller (TrialOutcome.unreported):
+`name=value` lines in that output, parsed by metrics_collector.parsers with the
+experiment's filters (StdOut collector); `katib.report_metrics({...})`, which in a worker
+records in-process instead of calling DBManager; and the function's return value (a
+number is the objective metric, a dict maps metric names to numbers).
+
+Restarts: a trial directory holds `launched` once the trial was sent to a worker and
+`result.json` once it ended, so a new executor answers FINISHED (with any observations
+not yet acknowledged) or LOST (its pool died with the process that owned it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import math
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from katib.api.models import CollectorKind, Experiment, Trial
+from katib.errors import ExecutorError
+from katib.executors.base import (
+    BaseExecutor,
+    LaunchContext,
+    LaunchDeferredError,
+    TrialOutcome,
+    TrialPhase,
+)
+from katib.storage.base import MetricLogEntry
+
+#: Collector kinds a function trial supports: parsed output, or report_metrics only.
+SUPPORTED_COLLECTORS = ("StdOut", "Push", "None")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What a worker needs to run an experiment's trials."""
+
+    function: bytes  # cloudpickle of the objective
+    trial_timeout: float | None = None  # seconds per trial; None: no limit
+    memory_limit_mb: float | None = None  # worker RSS limit; None: no limit
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.function).hexdigest()[:16]
+
+
+def pickle_function(function: Callable[..., Any]) -> bytes:
+    """cloudpickle the objective (closures and notebook functions go by value)."""
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(function))
+    except Exception as exc:
+        raise ExecutorError(
+            f"the objective {getattr(function, '__qualname__', function)!r} cannot be sent to a "
+            f"worker process: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def metric_plan(experiment: Experiment) -> tuple[list[str], list[str], bool]:
+    """(metric names, filters, parse stdout?) for the experiment's collector spec."""
+    spec = experiment.spec.metrics_collector_spec
+    kind = str(spec.collector.kind) if spec and spec.collector and spec.collector.kind else ""
+    kind = kind or str(CollectorKind.STDOUT)
+    if kind not in SUPPORTED_COLLECTORS:
+        raise ExecutorError(
+            f"spec.metricsCollectorSpec.collector.kind: {kind!r} is not supported for a "
+            f"function objective (use one of {', '.join(SUPPORTED_COLLECTORS)})"
+        )
+    objective = experiment.spec.objective
+    names = [objective.objective_metric_name or ""] if objective else []
+    names += list(objective.additional_metric_names or []) if objective else []
+    filters = list(spec.source.filter.metrics_format or []) if spec and spec.source and (
+        spec.source.filter
+    ) else []
+    return [n for n in names if n], filters, kind == "StdOut"
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+    except OSError:
+        return None
+    return int(fields[1]) * _PAGE if len(fields) > 1 else None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# --- the parent side -------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    conn: Connection
+    loaded: set[str] = field(default_factory=set)
+    trial: str | None = None
+    #: monotonic time the current trial's call began (None until the worker says so)
+    started: float | None = None
+    sent: float = 0.0
+    dead: bool = False
+
+
+@dataclass
+class _Run:
+    trial: Trial
+    directory: Path
+    spec: FunctionSpec
+    names: list[str]
+    filters: list[str]
+    parse: bool
+    worker: _Worker | None
+    outcome: TrialOutcome | None = None
+
+
+class WorkerPoolExecutor(BaseExecutor):
+    """Runs each trial as a call of its experiment's registered function in a warm worker."""
+
+    name = "worker-pool"
+
+    def __init__(
+        self,
+        root: Path,
+        size: int = 1,
+        *,
+        preload: Sequence[str] = (),
+        python: str | None = None,
+    ) -> None:
+        """``size``: most workers (so most trials running at once); ``preload``: modules
+        each worker imports when it starts, before its first trial."""
+        self.root = Path(root)
+        self.size = max(1, size)
+        self.preload = tuple(preload)
+        self.python = python or sys.executable
+        self._functions: dict[tuple[str, str], FunctionSpec] = {}
+        self._workers: list[_Worker] = []
+        self._runs: dict[str, _Run] = {}
+
+    # --- registration --------------------------------------------------------------------
+    def register(
+        self,
+        namespace: str,
+        experiment: str,
+        function: Callable[..., Any] | bytes,
+        *,
+        trial_timeout: float | None = None,
+        memory_limit_mb: float | None = None,
+    ) -> None:
+        """The function whose calls are the experiment's trials (pickled now, errors early)."""
+        data = function if isinstance(function, bytes) else pickle_function(function)
+        self._functions[(namespace, experiment)] = FunctionSpec(
+            data, trial_timeout=trial_timeout, memory_limit_mb=memory_limit_mb
+        )
+
+    def resize(self, size: int) -> None:
+        self.size = max(1, size)
+
+    def prestart(self, count: int | None = None) -> None:
+        """Start workers now so their imports overlap with the controller's start-up."""
+        while len(self._live_workers()) < min(self.size, count or self.size):
+            self._spawn()
+
+    # --- paths ---------------------------------------------------------------------------
+    def trial_dir(self, trial: Trial) -> Path:
+        return self.root / trial.namespace / trial.name
+
+    def log_path(self, trial: Trial) -> Path:
+        return self.trial_dir(trial) / "trial.log"
+
+    def max_parallel(self, experiment: Experiment) -> int | None:
+        return self.size
+
+    # --- workers -------------------------------------------------------------------------
+    def _live_workers(self) -> list[_Worker]:
+        return [w for w in self._workers if not w.dead]
+
+    def _spawn(self) -> _Worker:
+        parent_end, child_end = socket.socketpair()
+        env = dict(os.environ)
+        paths = [p or os.getcwd() for p in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        argv = [self.python, "-u", "-m", "katib.executors.worker_pool", str(child_end.fileno())]
+        argv += [f"--preload={m}" for m in self.preload]
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(child_end.fileno(),),
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            parent_end.close()
+            raise ExecutorError(f"cannot start a worker process: {exc}") from None
+        finally:
+            child_end.close()
+        worker = _Worker(process=process, conn=Connection(parent_end.detach()))
+        self._workers.append(worker)
+        return worker
+
+    def _idle_worker(self) -> _Worker | None:
+        for worker in self._live_workers():
+            if worker.trial is None and worker.process.poll() is None:
+                return worker
+        if len(self._live_workers()) < self.size:
+            return self._spawn()
+        return None
+
+    def _retire(self, worker: _Worker, replace: bool = True) -> int | None:
+        """Kill the worker's process group and forget it; its return code.
+
+        A replacement starts at once (its imports overlap the next suggestion), so the
+        next trial finds a warm worker.
+        """
+        if not worker.dead:
+            worker.dead = True
+            if worker.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(worker.process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(timeout=10)
+            worker.conn.close()
+            self._workers = [w for w in self._workers if w is not worker]
+            if replace and len(self._live_workers()) < self.size:
+                with contextlib.suppress(ExecutorError):  # the next launch says why
+                    self._spawn()
+        return worker.process.returncode
+
+    # --- launch --------------------------------------------------------------------------
+    def launch(self, trial: Trial, context: LaunchContext) -> None:
+        if trial.name in self._runs:
+            return
+        directory = self.trial_dir(trial)
+        if (directory / "launched").exists() or (directory / "result.json").exists():
+            return
+        key = (trial.namespace, context.experiment.name)
+        spec = self._functions.get(key)
+        if spec is None:
+            raise ExecutorError(
+                f"no function is registered for experiment {key[0]}/{key[1]}: its trials run "
+                "only inside tune() (run the same tune() call again to resume it)"
+            )
+        names, filters, parse = metric_plan(context.experiment)
+        worker = self._idle_worker()
+        if worker is None:
+            raise LaunchDeferredError(f"all {self.size} workers are busy")
+        from katib.sdk.trial_rows import typed_value
+
+        specs = {p.name: p for p in context.experiment.spec.parameters or []}
+        params = {
+            a.name: typed_value(a.value, specs.get(a.name))
+            for a in trial.spec.parameter_assignments
+        }
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "launched").write_text(str(worker.process.pid))
+        message = {
+            "trial": trial.name,
+            "digest": spec.digest,
+            "function": None if spec.digest in worker.loaded else spec.function,
+            "params": params,
+            "log": str(directory / "trial.log"),
+            "names": names,
+            "filters": filters,
+            "parse": parse,
+        }
+        run = _Run(trial, directory, spec, names, filters, parse, worker)
+        self._runs[trial.name] = run
+        worker.trial, worker.started, worker.sent = trial.name, None, time.monotonic()
+        try:
+            worker.conn.send(message)
+        except (OSError, ValueError):
+            self._on_death(run)  # died before it could take the trial
+            return
+        worker.loaded.add(spec.digest)
+
+    # --- poll ----------------------------------------------------------------------------
+    def wait(self, timeout: float) -> None:
+        """Block until a trial has ended (or its worker died), or timeout.
+
+        A trial merely starting is read here and waited past: it needs no reconcile pass.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = {w.conn: w for w in self._live_workers() if w.trial is not None}
+            remaining = deadline - time.monotonic()
+            if not busy or remaining <= 0:
+                if busy or remaining <= 0:
+                    return
+                time.sleep(remaining)
+                return
+            ready = wait(list(busy), remaining)
+            if not ready:
+                return
+            for conn in ready:
+                worker = busy[conn]  # type: ignore[index]
+                trial = worker.trial
+                self._pump(worker)
+                run = self._runs.get(trial or "")
+                if worker.dead or worker.trial != trial or (run and run.outcome is not None):
+                    return
+
+    def _pump(self, worker: _Worker) -> None:
+        while not worker.dead:
+            try:
+                if not worker.conn.poll(0):
+                    return
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                run = self._runs.get(worker.trial or "")
+                if run is not None and run.outcome is None:
+                    self._on_death(run)
+                else:
+                    self._retire(worker)
+                return
+            run = self._runs.get(message.get("trial", ""))
+            if run is None or run.worker is not worker:
+                continue
+            if message["event"] == "started":
+                worker.started = time.monotonic()
+            elif message["event"] == "done":
+                self._on_done(run, message)
+
+    def poll(self, trial: Trial) -> TrialOutcome:
+        run = self._runs.get(trial.name)
+        if run is None:
+            return self._from_files(trial)
+        if run.outcome is None and run.worker is not None:
+            self._pump(run.worker)
+        if run.outcome is None and run.worker is not None:
+            self._check_limits(run, run.worker)
+        if run.outcome is not None:
+            return run.outcome
+        return TrialOutcome(TrialPhase.RUNNING)
+
+    def _check_limits(self, run: _Run, worker: _Worker) -> None:
+        if worker.process.poll() is not None:
+            self._pump(worker)  # read a "done" it sent before exiting
+            if run.outcome is None:
+                self._on_death(run)
+            return
+        timeout = run.spec.trial_timeout
+        if timeout is not None and worker.started is not None:
+            elapsed = time.monotonic() - worker.started
+            if elapsed > timeout:
+                self._retire(worker)
+                self._end(
+                    run,
+                    TrialOutcome(
+                        TrialPhase.FINISHED,
+                        signal=int(signal.SIGKILL),
+                        message=f"killed after {elapsed:.1f} s: the trial timeout is "
+                        f"{timeout:g} s",
+                    ),
+                    self._parse_log(run),
+                )
+                return
+        limit = run.spec.memory_limit_mb
+        if limit is not None:
+            rss = _rss_bytes(worker.process.pid)
+            if rss is not None and rss > limit * 2**20:
+                self._retire(worker)
+                self._end(
+                    run,
+                    TrialOutcome(
+                        TrialPhase.FINISHED,
+                        signal=int(signal.SIGKILL),
+                        message=f"RSS exceeded: the worker used {rss / 2**20:.0f} MB, more than "
+                        f"the limit of {limit:g} MB; it was killed and replaced",
+                    ),
+                    self._parse_log(run),
+                )
+
+    def _on_death(self, run: _Run) -> None:
+        worker = run.worker
+        code = self._retire(worker) if worker is not None else None
+        if code is not None and code < 0:
+            outcome = TrialOutcome(
+                TrialPhase.FINISHED,
+                signal=-code,
+                message=f"the worker process died from {_signal_name(-code)} while running "
+                "the trial; it was replaced",
+            )
+        else:
+            outcome = TrialOutcome(
+                TrialPhase.FINISHED,
+                exit_code=code if code else 1,
+                message=f"the worker process exited with code {code} while running the "
+                "trial; it was replaced",
+            )
+        self._end(run, outcome, self._parse_log(run))
+
+    def _on_done(self, run: _Run, message: Mapping[str, Any]) -> None:
+        worker = run.worker
+        assert worker is not None
+        metrics: list[MetricLogEntry] = [
+            MetricLogEntry(metric_name=n, value=v, timestamp=t) for n, v, t in message["metrics"]
+        ]
+        error: str = message.get("error") or ""
+        rss: int | None = message.get("rss")
+        limit = run.spec.memory_limit_mb
+        worker.trial, worker.started = None, None
+        if message.get("exit_code") is not None:
+            # SystemExit: the worker leaves after replying, like a process would
+            self._retire(worker)
+        if limit is not None and rss is not None and rss > limit * 2**20:
+            self._retire(worker)
+            outcome = TrialOutcome(
+                TrialPhase.FINISHED,
+                exit_code=1,
+                message=f"RSS exceeded: the worker held {rss / 2**20:.0f} MB after the trial, "
+                f"more than the limit of {limit:g} MB (a leak?); it was replaced",
+            )
+        elif error:
+            code = message.get("exit_code")
+            outcome = TrialOutcome(
+                TrialPhase.FINISHED, exit_code=code if code else 1, message=error
+            )
+        else:
+            outcome = TrialOutcome(TrialPhase.FINISHED, exit_code=0)
+        self._end(run, outcome, metrics)
+
+    def _parse_log(self, run: _Run) -> list[MetricLogEntry]:
+        """Metrics printed by a trial whose worker died or was killed before it replied."""
+        if not run.parse or not run.names:
+            return []
+        from metrics_collector.parsers import TextParser
+
+        parser = TextParser(run.names, run.filters or None)
+        now = datetime.now(UTC)
+        entries: list[MetricLogEntry] = []
+        try:
+            with open(run.directory / "trial.log", "rb") as log:
+                for line in log:
+                    for parsed in parser.parse_bytes(line.rstrip(b"\n"), now):
+                        entries.append(
+                            MetricLogEntry(parsed.name, parsed.value, parsed.timestamp)
+                        )
+        except OSError:
+            return []
+        return entries
+
+    def _end(self, run: _Run, outcome: TrialOutcome, metrics: list[MetricLogEntry]) -> None:
+        outcome.unreported = metrics
+        if outcome.exit_code == 0 and not outcome.signal and run.names:
+            seen = {m.metric_name for m in metrics}
+            if run.names[0] not in seen:
+                outcome.metrics_reason = (
+                    "the function returned no value for it, did not call report_metrics with "
+                    "it" + (", and printed no line with it" if run.parse else "")
+                )
+        run.outcome = outcome
+        if run.worker is not None and run.worker.trial == run.trial.name:
+            run.worker.trial = None
+        if not metrics:
+            self._write_result(run.directory, outcome)
+        # else: written once by acknowledge, after the controller has stored the metrics
+        # (a crash in between leaves the trial LOST, like one that was still running)
+
+    # --- state on disk -------------------------------------------------------------------
+    @staticmethod
+    def _write_result(directory: Path, outcome: TrialOutcome) -> None:
+        record = {
+            "exit_code": outcome.exit_code,
+            "signal": outcome.signal,
+            "message": outcome.message,
+            "metrics_reason": outcome.metrics_reason,
+            "unreported": [
+                [m.metric_name, m.value, m.timestamp.isoformat()] for m in outcome.unreported
+            ],
+        }
+        tmp = directory / "result.json.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, directory / "result.json")
+
+    def _from_files(self, trial: Trial) -> TrialOutcome:
+        directory = self.trial_dir(trial)
+        try:
+            record = json.loads((directory / "result.json").read_text())
+        except (OSError, ValueError):
+            if (directory / "launched").exists():
+                return TrialOutcome(
+                    TrialPhase.LOST,
+                    message="its worker pool ended with the process that ran it",
+                )
+            return TrialOutcome(TrialPhase.NOT_STARTED)
+        return TrialOutcome(
+            TrialPhase.FINISHED,
+            exit_code=record.get("exit_code"),
+            signal=record.get("signal"),
+            message=record.get("message", ""),
+            metrics_reason=record.get("metrics_reason", ""),
+            unreported=[
+                MetricLogEntry(n, v, datetime.fromisoformat(t))
+                for n, v, t in record.get("unreported", [])
+            ],
+        )
+
+    def acknowledge(self, trial: Trial) -> None:
+        run = self._runs.get(trial.name)
+        outcome = run.outcome if run is not None else None
+        if outcome is None:
+            outcome = self._from_files(trial)
+            if outcome.phase != TrialPhase.FINISHED:
+                return
+        if outcome.unreported or run is not None:
+            outcome.unreported = []
+            self._write_result(self.trial_dir(trial), outcome)
+
+    # --- stop ----------------------------------------------------------------------------
+    def stop(self, trial: Trial) -> None:
+        run = self._runs.get(trial.name)
+        if run is None or run.outcome is not None or run.worker is None:
+            return
+        self._pump(run.worker)
+        if run.outcome is not None:
+            return
+        self._retire(run.worker)
+        self._end(
+            run,
+            TrialOutcome(TrialPhase.FINISHED, signal=int(signal.SIGKILL), message="stopped"),
+            self._parse_log(run),
+        )
+
+    def close(self) -> None:
+        for worker in list(self._workers):
+            self._retire(worker, replace=False)
+
+
+# --- the worker side -------------------------------------------------------------------
+
+_REPORTED: list[tuple[str, str, datetime]] | None = None
+
+
+def _report_in_process(
+    metrics: Mapping[str, Any], db_manager_address: str | None = None, timeout: float = 120
+) -> None:
+    """katib.report_metrics inside a worker: record for the running trial, no RPC."""
+    from katib.errors import InvalidArgumentError
+
+    if _REPORTED is None:
+        raise InvalidArgumentError("report_metrics: no trial is running in this worker")
+    if not metrics:
+        raise InvalidArgumentError("report_metrics: no metrics given")
+    stamp = datetime.now(UTC)
+    entries = []
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"report_metrics: metric name {name!r} is not a string")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                f"report_metrics: value of {name} ({value!r}) is not a number"
+            ) from None
+        entries.append((name, repr(number) if math.isfinite(number) else str(number), stamp))
+    _REPORTED.extend(entries)
+
+
+def _returned_metrics(value: Any, objective: str) -> list[tuple[str, str]]:
+    """A number -> the objective metric; a dict -> one metric per key; None -> nothing."""
+    if value is None:
+        return []
+    items: list[tuple[Any, Any]]
+    items = list(value.items()) if isinstance(value, Mapping) else [(objective, value)]
+    result = []
+    for name, raw in items:
+        if isinstance(raw, (bool, str)):
+            raise TypeError(f"the objective returned {name}={raw!r}, which is not a number")
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"the objective returned {type(value).__name__} {value!r}: return a number, "
+                "a dict of metric name to number, or None"
+            ) from None
+        result.append((str(name), repr(number) if math.isfinite(number) else str(number)))
+    return result
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _run_one(
+    message: Mapping[str, Any], functions: dict[str, Callable[..., Any]]
+) -> dict[str, Any]:
+    global _REPORTED
+    trial = message["trial"]
+    reply: dict[str, Any] = {"event": "done", "trial": trial, "metrics": [], "error": ""}
+    log_fd = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.environ["KATIB_TRIAL_NAME"] = trial
+    _REPORTED = []
+    names: list[str] = message["names"]
+    returned: Any = None
+    try:
+        function = functions.get(message["digest"])
+        if function is None:
+            import cloudpickle
+
+            try:
+                function = cloudpickle.loads(message["function"])
+            except Exception as exc:
+                raise RuntimeError(
+                    f"cannot load the objective in the worker: {type(exc).__name__}: {exc}"
+                ) from exc
+            functions[message["digest"]] = function
+        returned = function(message["params"])
+        reply["metrics"] = [
+            (n, v, datetime.now(UTC)) for n, v in _returned_metrics(returned, names[0] if names
+                                                                     else "objective")
+        ]
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        reply["exit_code"] = code
+        if code:
+            reply["error"] = f"SystemExit: the objective exited with code {code}"
+    except BaseException as exc:
+        traceback.print_exc()
+        text = str(exc).strip().splitlines()
+        reply["error"] = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _quiet()  # output between trials (background threads) goes nowhere, not to this log
+    reported, _REPORTED = _REPORTED, None
+    metrics = list(reported or []) + list(reply["metrics"])
+    if message["parse"] and names:
+        from metrics_collector.parsers import TextParser
+
+        parser = TextParser(names, message["filters"] or None)
+        now = datetime.now(UTC)
+        printed = []
+        with open(message["log"], "rb") as log:
+            for line in log:
+                for parsed in parser.parse_bytes(line.rstrip(b"\n"), now):
+                    printed.append((parsed.name, parsed.value, parsed.timestamp))
+        metrics = printed + metrics
+    reply["metrics"] = metrics
+    reply["rss"] = _rss_bytes(os.getpid())
+    return reply
+
+
+def _quiet() -> None:
+    """Point fds 1 and 2 at /dev/null (each trial points them at its log meanwhile)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+
+
+def main(argv: Sequence[str]) -> int:
+    fd = int(argv[0])
+    for arg in argv[1:]:
+        if arg.startswith("--preload="):
+            __import__(arg.split("=", 1)[1])
+    _die_with_parent()
+    conn = Connection(fd)
+    _quiet()
+    import katib.sdk.report_metrics as reporting
+
+    reporting.report_metrics = _report_in_process  # type: ignore[assignment]
+    import cloudpickle  # noqa: F401 - imported once here, not in the first trial
+
+    import metrics_collector.parsers  # noqa: F401
+
+    functions: dict[str, Callable[..., Any]] = {}
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return 0
+        conn.send({"event": "started", "trial": message["trial"]})
+        reply = _run_one(message, functions)
+        conn.send(reply)
+        if "exit_code" in reply:
+            return int(reply["exit_code"] or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
