@@ -28,6 +28,10 @@ _EXPORTS = {
     "InvalidSpecError": "katib.errors",
     "errors": "katib",
     "report_metrics": "katib.sdk.report_metrics",
+    "tune": "katib.sdk.tune",
+    "TuneResult": "katib.sdk.result",
+    "KatibClient": "katib.sdk.client",
+    "search": "katib.sdk.search",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -39,6 +43,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'katib' has no attribute {name!r}")
     if name == "errors":
         return importlib.import_module("katib.errors")
+    if name == "search":  # a module, as in Katib's SDK
+        return importlib.import_module(module)
     return getattr(importlib.import_module(module), name)
 
 

@@ -57,7 +57,7 @@ from katib.api.models import (
     TrialSpec,
     TrialStatus,
 )
-from katib.controller import observation, status
+from katib.controller import observation, status, time_budget
 from katib.controller.early_stopping_client import EarlyStoppingClient
 from katib.controller.faults import crash_point
 from katib.controller.heartbeats import HeartbeatMonitor
@@ -115,6 +115,16 @@ class Controller:
         self._client_for = suggestion_client
         self._context = context
         self._early_stopping_for = early_stopping_client
+        #: Fencing identity (set by a server's reconciler and by Runtime.run; None
+        #: writes unfenced). When set, a pass creates trials and writes the experiment's
+        #: status only while this owner holds the experiment's lease, checked by storage
+        #: in the same transaction as the write; new trials are also planned on a trial
+        #: count that storage re-counts in that transaction. So a pass that outlived its
+        #: lease (process paused, database unreachable for a while) gets ConflictError
+        #: instead of adding trials beside the new owner's: never a duplicate, never more
+        #: than maxTrialCount. Trial status writes stay unfenced: they record what the
+        #: executor reports, and two writers of one outcome write the same thing.
+        self.owner: str | None = None
         self._exhausted: set[tuple[str, str]] = set()
         # Experiments whose last reply was short: ask again once a trial has finished.
         self._waiting: set[tuple[str, str]] = set()
@@ -125,6 +135,15 @@ class Controller:
             if heartbeat_timeout_seconds is None
             else max(0.0, heartbeat_timeout_seconds)
         )
+
+    def forget_experiment(self, name: str, namespace: str) -> None:
+        """Drop what this controller remembers of an experiment between passes.
+
+        Called when ownership is (re)gained: another controller may have run it
+        meanwhile, so an old 'search space exhausted' or 'waiting' note may be stale.
+        """
+        self._exhausted.discard((namespace, name))
+        self._waiting.discard((namespace, name))
 
     # --- early stopping ----------------------------------------------------------------
     def request_early_stop(self, trial_name: str) -> None:
@@ -303,6 +322,11 @@ class Controller:
         count: int,
         exp_status: ExperimentStatus,
     ) -> list[Trial]:
+        """Ask for `count` suggestions and store them as trials.
+
+        `trials` must be every stored trial of the experiment: with fencing on, its
+        length is the count storage re-checks in the insert's transaction.
+        """
         key = (experiment.namespace, experiment.name)
         algorithm = experiment.spec.algorithm
         client = self._client_for(algorithm.algorithm_name or "" if algorithm else "")
@@ -343,14 +367,22 @@ class Controller:
                 )
             )
         if new:
-            self.storage.create_trials(experiment.name, experiment.namespace, new)
+            self.storage.create_trials(
+                experiment.name,
+                experiment.namespace,
+                new,
+                owner=self.owner,
+                expected_count=len(trials) if self.owner is not None else None,
+            )
             crash_point("after_create_trials")
         return new
 
     # --- the pass --------------------------------------------------------------------
     def reconcile(self, name: str, namespace: str = "default") -> PassResult:
         experiment = self.storage.get_experiment(name, namespace)
-        trials = self.storage.list_trials(name, namespace)
+        history = self.storage.list_trials(name, namespace)
+        # Warm-start trials are the algorithm's history only (katib.controller.time_budget).
+        trials = [t for t in history if not time_budget.is_warm_start(t)]
         result = PassResult(experiment=experiment, trials=trials)
         if status.is_experiment_completed(experiment):
             return result
@@ -364,6 +396,7 @@ class Controller:
                 "Experiment is created",
             )
             exp_status.start_time = status.now_rfc3339()
+        out_of_time = time_budget.out_of_time(experiment, exp_status)
 
         for trial in trials:
             if trial.is_completed:
@@ -385,7 +418,8 @@ class Controller:
                 self.storage.update_trial_status(trial)
                 result.finished.append(trial.name)
             elif outcome.phase == TrialPhase.NOT_STARTED:
-                self._launch(experiment, trial)
+                if not out_of_time:
+                    self._launch(experiment, trial)
             elif outcome.phase == TrialPhase.RUNNING and self._heartbeat_lost(trial, outcome):
                 result.finished.append(trial.name)
                 self._finish(
@@ -426,8 +460,13 @@ class Controller:
             key = (namespace, name)
             if result.finished or active == 0:
                 self._waiting.discard(key)
-            if add > 0 and key not in self._exhausted and key not in self._waiting:
-                new = self._create_trials(experiment, trials, add, exp_status)
+            if (
+                add > 0
+                and key not in self._exhausted
+                and key not in self._waiting
+                and not out_of_time
+            ):
+                new = self._create_trials(experiment, history, add, exp_status)
                 for trial in new:
                     self._launch(experiment, trial)
                 trials.extend(new)
@@ -437,7 +476,7 @@ class Controller:
         exp_status.current_optimal_trial = observation.optimal_trial(experiment, trials)
         status.aggregate(exp_status, trials)
         if experiment.status is None or exp_status.to_dict() != stored_status:
-            self.storage.update_experiment_status(name, namespace, exp_status)
+            self.storage.update_experiment_status(name, namespace, exp_status, owner=self.owner)
         experiment.status = exp_status
         return result
 
@@ -494,6 +533,19 @@ class Controller:
                 ExperimentConditionType.SUCCEEDED,
                 "ExperimentSuggestionEndReached",
                 "Experiment has succeeded because suggestion service has reached the end",
+            )
+        budget = time_budget.time_budget(experiment)
+        if (
+            done is None
+            and budget is not None
+            and time_budget.out_of_time(experiment, exp_status)
+            and (budget[1] == "kill" or counts["running"] == 0)
+        ):
+            won = counts["succeeded"] + counts["early_stopped"] > 0
+            done = (
+                ExperimentConditionType.SUCCEEDED if won else ExperimentConditionType.FAILED,
+                time_budget.TIMEOUT_REASON,
+                time_budget.timeout_message(experiment, won),
             )
         if done is None:
             if trials and not status.has_condition(exp_status.conditions, "Running"):

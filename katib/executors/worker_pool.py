@@ -29,18 +29,14 @@ not yet acknowledged) or LOST (its pool died with the process that owned it).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
-import math
 import os
-import pickle
 import signal
 import socket
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,11 +53,11 @@ from katib.executors.base import (
     TrialOutcome,
     TrialPhase,
 )
+from katib.executors.worker_process import rss_bytes as _rss_bytes
 from katib.storage.base import MetricLogEntry
 
 #: Collector kinds a function trial supports: parsed output, or report_metrics only.
 SUPPORTED_COLLECTORS = ("StdOut", "Push", "None")
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass(frozen=True)
@@ -107,14 +103,6 @@ def metric_plan(experiment: Experiment) -> tuple[list[str], list[str], bool]:
         spec.source.filter
     ) else []
     return [n for n in names if n], filters, kind == "StdOut"
-
-
-def _rss_bytes(pid: int) -> int | None:
-    try:
-        fields = Path(f"/proc/{pid}/statm").read_text().split()
-    except OSError:
-        return None
-    return int(fields[1]) * _PAGE if len(fields) > 1 else None
 
 
 def _signal_name(number: int) -> str:
@@ -217,7 +205,8 @@ class WorkerPoolExecutor(BaseExecutor):
         env = dict(os.environ)
         paths = [p or os.getcwd() for p in sys.path]
         env["PYTHONPATH"] = os.pathsep.join(paths)
-        argv = [self.python, "-u", "-m", "katib.executors.worker_pool", str(child_end.fileno())]
+        argv = [self.python, "-u", "-m", "katib.executors.worker_process", str(child_end.fileno())]
+        argv += [f"--parent={os.getpid()}"]
         argv += [f"--preload={m}" for m in self.preload]
         try:
             process = subprocess.Popen(
@@ -562,166 +551,3 @@ class WorkerPoolExecutor(BaseExecutor):
     def close(self) -> None:
         for worker in list(self._workers):
             self._retire(worker, replace=False)
-
-
-# --- the worker side -------------------------------------------------------------------
-
-_REPORTED: list[tuple[str, str, datetime]] | None = None
-
-
-def _report_in_process(
-    metrics: Mapping[str, Any], db_manager_address: str | None = None, timeout: float = 120
-) -> None:
-    """katib.report_metrics inside a worker: record for the running trial, no RPC."""
-    from katib.errors import InvalidArgumentError
-
-    if _REPORTED is None:
-        raise InvalidArgumentError("report_metrics: no trial is running in this worker")
-    if not metrics:
-        raise InvalidArgumentError("report_metrics: no metrics given")
-    stamp = datetime.now(UTC)
-    entries = []
-    for name, value in metrics.items():
-        if not isinstance(name, str) or not name:
-            raise InvalidArgumentError(f"report_metrics: metric name {name!r} is not a string")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidArgumentError(
-                f"report_metrics: value of {name} ({value!r}) is not a number"
-            ) from None
-        entries.append((name, repr(number) if math.isfinite(number) else str(number), stamp))
-    _REPORTED.extend(entries)
-
-
-def _returned_metrics(value: Any, objective: str) -> list[tuple[str, str]]:
-    """A number -> the objective metric; a dict -> one metric per key; None -> nothing."""
-    if value is None:
-        return []
-    items: list[tuple[Any, Any]]
-    items = list(value.items()) if isinstance(value, Mapping) else [(objective, value)]
-    result = []
-    for name, raw in items:
-        if isinstance(raw, (bool, str)):
-            raise TypeError(f"the objective returned {name}={raw!r}, which is not a number")
-        try:
-            number = float(raw)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"the objective returned {type(value).__name__} {value!r}: return a number, "
-                "a dict of metric name to number, or None"
-            ) from None
-        result.append((str(name), repr(number) if math.isfinite(number) else str(number)))
-    return result
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
-def _run_one(
-    message: Mapping[str, Any], functions: dict[str, Callable[..., Any]]
-) -> dict[str, Any]:
-    global _REPORTED
-    trial = message["trial"]
-    reply: dict[str, Any] = {"event": "done", "trial": trial, "metrics": [], "error": ""}
-    log_fd = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    os.environ["KATIB_TRIAL_NAME"] = trial
-    _REPORTED = []
-    names: list[str] = message["names"]
-    returned: Any = None
-    try:
-        function = functions.get(message["digest"])
-        if function is None:
-            import cloudpickle
-
-            try:
-                function = cloudpickle.loads(message["function"])
-            except Exception as exc:
-                raise RuntimeError(
-                    f"cannot load the objective in the worker: {type(exc).__name__}: {exc}"
-                ) from exc
-            functions[message["digest"]] = function
-        returned = function(message["params"])
-        reply["metrics"] = [
-            (n, v, datetime.now(UTC)) for n, v in _returned_metrics(returned, names[0] if names
-                                                                     else "objective")
-        ]
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        reply["exit_code"] = code
-        if code:
-            reply["error"] = f"SystemExit: the objective exited with code {code}"
-    except BaseException as exc:
-        traceback.print_exc()
-        text = str(exc).strip().splitlines()
-        reply["error"] = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    _quiet()  # output between trials (background threads) goes nowhere, not to this log
-    reported, _REPORTED = _REPORTED, None
-    metrics = list(reported or []) + list(reply["metrics"])
-    if message["parse"] and names:
-        from metrics_collector.parsers import TextParser
-
-        parser = TextParser(names, message["filters"] or None)
-        now = datetime.now(UTC)
-        printed = []
-        with open(message["log"], "rb") as log:
-            for line in log:
-                for parsed in parser.parse_bytes(line.rstrip(b"\n"), now):
-                    printed.append((parsed.name, parsed.value, parsed.timestamp))
-        metrics = printed + metrics
-    reply["metrics"] = metrics
-    reply["rss"] = _rss_bytes(os.getpid())
-    return reply
-
-
-def _quiet() -> None:
-    """Point fds 1 and 2 at /dev/null (each trial points them at its log meanwhile)."""
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    os.close(null)
-
-
-def main(argv: Sequence[str]) -> int:
-    fd = int(argv[0])
-    for arg in argv[1:]:
-        if arg.startswith("--preload="):
-            __import__(arg.split("=", 1)[1])
-    _die_with_parent()
-    conn = Connection(fd)
-    _quiet()
-    import katib.sdk.report_metrics as reporting
-
-    reporting.report_metrics = _report_in_process  # type: ignore[assignment]
-    import cloudpickle  # noqa: F401 - imported once here, not in the first trial
-
-    import metrics_collector.parsers  # noqa: F401
-
-    functions: dict[str, Callable[..., Any]] = {}
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError, pickle.UnpicklingError):
-            return 0
-        conn.send({"event": "started", "trial": message["trial"]})
-        reply = _run_one(message, functions)
-        conn.send(reply)
-        if "exit_code" in reply:
-            return int(reply["exit_code"] or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -14,6 +14,7 @@ from katib.controller.templating import render_run_spec
 from katib.executors.base import BaseExecutor, LaunchContext
 from katib.executors.fake import FakeExecutor, FakeRun
 from katib.executors.local import LocalExecutor
+from katib.executors.worker_pool import WorkerPoolExecutor
 from katib.storage.dbmanager import serve_dbmanager
 from katib.storage.sql import SQLStorage
 from katib.testing.executors import PROGRAM, ExecutorContract
@@ -119,3 +120,56 @@ class TestFakeExecutor(ExecutorContract):
     @pytest.fixture
     def context(self, experiment: Experiment) -> LaunchContext:
         return LaunchContext(experiment=experiment, db_manager_address="unused")
+
+
+def contract_program(params: Mapping[str, Any]) -> None:
+    """PROGRAM as a function: the worker pool runs calls, not command lines."""
+    import sys
+    import time
+
+    value = params["value"]
+    if value == "fail":
+        sys.exit(1)
+    if value == "sleep":
+        time.sleep(60)
+    print("accuracy=" + value, flush=True)
+
+
+class TestWorkerPoolExecutor(ExecutorContract):
+    @pytest.fixture
+    def executor(self, tmp_path: Path) -> Iterator[BaseExecutor]:
+        executor = WorkerPoolExecutor(tmp_path / "trials", size=2)
+        executor.register("default", "contract", contract_program)
+        yield executor
+        executor.close()
+
+    @pytest.fixture
+    def context(self, experiment: Experiment) -> LaunchContext:
+        return LaunchContext(experiment=experiment, db_manager_address="unused")
+
+
+class TestKubernetesExecutor(ExecutorContract):
+    """The contract over HTTP against the Kubernetes API double.
+
+    The double runs no images: its simulated kubelet ends each pod the way PROGRAM
+    would for the pod's ``--value=`` argument (katib.testing.kube_api_double.
+    program_behaviour), and its simulated Job controller sets the Job's conditions, so
+    success, failure, idempotent launch and stop are the executor's real requests and
+    decisions against realistic API answers.
+    """
+
+    @pytest.fixture
+    def executor(self) -> Iterator[BaseExecutor]:
+        from katib.executors.kubernetes import KubernetesExecutor, api_client_for
+        from katib.testing.kube_api_double import KubeApiDouble, program_behaviour
+
+        with KubeApiDouble(behaviour=program_behaviour) as kube:
+            api = api_client_for(kube.url)
+            executor = KubernetesExecutor(api_client=api, request_timeout=3.0, watch_timeout=2.0)
+            yield executor
+            executor.close()
+            api.close()
+
+    @pytest.fixture
+    def context(self, experiment: Experiment) -> LaunchContext:
+        return LaunchContext(experiment=experiment, db_manager_address="katib-db-manager:6789")
