@@ -227,8 +227,13 @@ class WorkerPoolExecutor(BaseExecutor):
 
     def _idle_worker(self) -> _Worker | None:
         for worker in self._live_workers():
-            if worker.trial is None and worker.process.poll() is None:
+            if worker.trial is not None:
+                continue
+            if worker.process.poll() is None:
                 return worker
+            # An idle worker that died (killed from outside, or its parent thread ended:
+            # PR_SET_PDEATHSIG follows threads) is replaced, never waited for.
+            self._retire(worker, replace=False)
         if len(self._live_workers()) < self.size:
             return self._spawn()
         return None

@@ -171,3 +171,20 @@ def test_state_survives_a_new_executor(
         assert outcome.unreported == []
     finally:
         restarted.close()
+
+
+def test_an_idle_worker_killed_from_outside_is_replaced(
+    pool: WorkerPoolExecutor, context: LaunchContext
+) -> None:
+    first = _trial("t-idle-1", "ok")
+    assert _run(pool, first, context).succeeded
+    os.kill(_pid(pool, first), 9)  # the idle worker dies while no trial runs
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{_pid(pool, first)}") and time.monotonic() < deadline:
+        with open(f"/proc/{_pid(pool, first)}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.02)
+    second = _trial("t-idle-2", "ok")
+    assert _run(pool, second, context).succeeded  # not deferred forever
+    assert _pid(pool, second) != _pid(pool, first)
