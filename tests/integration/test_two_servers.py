@@ -218,9 +218,10 @@ def test_two_servers_two_clients_and_a_kill(
                 victim = server
                 break
         time.sleep(0.1)
+    # Taken before the signal: the survivor may adopt (pid check) before wait() returns here.
+    killed_at = time.time()
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait()
-    killed_at = time.time()
     survivor = servers[1] if victim is servers[0] else servers[0]
     for client in clients:
         client.join(timeout=60)
