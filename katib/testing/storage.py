@@ -243,6 +243,35 @@ class StorageContract:
         with pytest.raises(NotFoundError):
             storage.update_trial_status(make_trial("ghost"))
 
+    def test_listed_trials_follow_every_stored_change(self, storage: BaseStorage) -> None:
+        """Listing twice gives equal trials; a completed trial changed later is seen changed
+        (a storage may keep completed trials parsed between calls)."""
+        storage.create_experiment(make_experiment())
+        storage.create_trials("exp", "default", [make_trial("t1"), make_trial("t2")])
+        done = storage.get_trial("t1")
+        done.status = done.status.model_validate(
+            {"conditions": [{"type": "Succeeded", "status": "True"}],
+             "observation": {"metrics": [{"name": "accuracy", "latest": "0.5"}]}}
+        )
+        storage.update_trial_status(done)
+        first = storage.list_trials("exp")
+        second = storage.list_trials("exp")
+        assert [t.to_dict() for t in first] == [t.to_dict() for t in second]
+        assert first[0].is_completed and not first[1].is_completed
+        assert first[0].status.observation is not None
+        assert first[0].status.observation.metrics[0].latest == "0.5"
+        edited = storage.get_trial("t1")
+        assert edited.status.observation is not None
+        edited.status.observation.metrics[0].latest = "0.7"
+        storage.update_trial_status(edited)
+        third = storage.list_trials("exp")
+        assert third[0].status.observation is not None
+        assert third[0].status.observation.metrics[0].latest == "0.7"
+        storage.delete_experiment("exp")
+        storage.create_experiment(make_experiment())
+        storage.create_trials("exp", "default", [make_trial("t1")])
+        assert not storage.list_trials("exp")[0].is_completed
+
     def test_concurrent_create_trials(self, storage: BaseStorage) -> None:
         storage.create_experiment(make_experiment())
         errors: list[BaseException] = []
