@@ -118,6 +118,9 @@ class TrialConditionType(StrEnum):
     EARLY_STOPPED = "EarlyStopped"
 
 
+_TRIAL_CONDITIONS: dict[str, TrialConditionType] = {c.value: c for c in TrialConditionType}
+
+
 TERMINAL_TRIAL_CONDITIONS = frozenset(
     {
         TrialConditionType.SUCCEEDED,
@@ -411,7 +414,10 @@ class Trial(_Model):
         """The latest condition, as Katib reads it (the last element; Created if none)."""
         if not self.status.conditions:
             return TrialConditionType.CREATED
-        return TrialConditionType(self.status.conditions[-1].type)
+        latest = self.status.conditions[-1].type
+        # A dict lookup: this runs for every trial on every reconcile pass.
+        member = _TRIAL_CONDITIONS.get(latest)
+        return member if member is not None else TrialConditionType(latest)
 
     @property
     def is_completed(self) -> bool:

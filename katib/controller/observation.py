@@ -108,11 +108,16 @@ def optimal_trial(experiment: Experiment, trials: Sequence[Trial]) -> OptimalTri
     if objective is None:
         return None
     maximize = ObjectiveType(objective.type or "") == ObjectiveType.MAXIMIZE
+    name = objective.objective_metric_name
+    if not name:
+        return None
+    strategy = strategies_of(experiment).get(name, "latest")  # once, not per trial
     best: tuple[float, Trial] | None = None
     for trial in trials:
         if trial.condition not in _CANDIDATES:
             continue
-        value = objective_value(experiment, trial)
+        raw = metric_value(trial.status.observation, name, strategy)
+        value = None if raw is None else _finite(raw)
         if value is None:
             continue
         if best is None or (value > best[0] if maximize else value < best[0]):
