@@ -20,11 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import api_latency
 import collector_parsers
 import quality
 import report_path
 import suggestion_latency
 import trial_overhead
+import tune_overhead
+import ui_weight
 
 
 def _section(title: str, run: Callable[[list[str]], list[str]]) -> None:
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
              suggestion_latency.main)
     _section("Metrics parsers, event files and the collector's CPU", collector_parsers.main)
     _section("Reporting path: observations/s into the database", report_path.main)
+    _section("tune() against Optuna's study.optimize (500 TPE trials)", tune_overhead.main)
+    _section("REST API latency (1,000 experiments, 100,000 trials)", api_latency.main)
+    _section("Web UI page weight and time to plot", ui_weight.main)
     if args.quality:
         _section("Optimisation quality (regret)", quality.main)
 

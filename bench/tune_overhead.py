@@ -85,13 +85,13 @@ def run_optuna(trials: int, storage: str | None) -> tuple[float, float, float]:
     return time.perf_counter() - start, cpu_seconds() - cpu, float(study.best_value)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     n = args.trials
     load_before = f"{os.getloadavg()[0]:.2f}"
@@ -103,8 +103,7 @@ def main() -> int:
             try:
                 from pyinstrument import Profiler
             except ImportError:
-                print("pyinstrument is not installed: pip install pyinstrument", file=sys.stderr)
-                return 2
+                raise SystemExit("--profile needs pyinstrument: pip install pyinstrument") from None
             profiler = Profiler()
             profiler.start()
             rows.append(("tune() TPE, sequential", *run_tune(n, 1, Path(tmp) / "p1")))
@@ -114,29 +113,29 @@ def main() -> int:
             rows.append(("tune() TPE, sequential", *run_tune(n, 1, Path(tmp) / "p1")))
         rows.append(("tune() TPE, parallel_trial_count=2", *run_tune(n, 2, Path(tmp) / "p2")))
     memory, sqlite = rows[0][1], rows[1][1]
-    print(f"{n} trials, objective (x-2)^2+(y+1)^2 on [-10,10]^2, TPE")
-    print(f"load average before: {load_before}, after: {os.getloadavg()[0]:.2f} "
-          f"({os.cpu_count()} CPUs)")
-    header = (
-        f"{'configuration':38} {'wall s':>8} {'ms/trial':>9} {'CPU s':>7} {'vs optuna mem':>14} "
-        f"{'vs optuna sqlite':>17} {'best':>10}"
-    )
-    print(header)
-    print("-" * len(header))
+    lines = [
+        f"{n} trials, objective (x-2)^2+(y+1)^2 on [-10,10]^2, TPE; load average before: "
+        f"{load_before}, after: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)",
+        "",
+        "| configuration | wall s | ms/trial | CPU s | vs optuna in memory | vs optuna SQLite "
+        "| best |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, wall, cpu, best in rows:
-        print(
-            f"{label:38} {wall:8.2f} {wall / n * 1000:9.2f} {cpu:7.2f} {wall / memory:13.2f}x "
-            f"{wall / sqlite:16.2f}x {best:10.4f}"
+        lines.append(
+            f"| {label} | {wall:.2f} | {wall / n * 1000:.2f} | {cpu:.2f} | {wall / memory:.2f}x "
+            f"| {wall / sqlite:.2f}x | {best:.4f} |"
         )
-    print("(CPU s: this process and its children: suggestion service, workers)")
+    lines += ["", "CPU s: this process and its children (suggestion service, workers).", ""]
     for label, wall, _, _ in rows[2:]:
-        print(
-            f"overhead per trial of {label} over optuna SQLite: "
+        lines.append(
+            f"- overhead per trial of {label} over optuna SQLite: "
             f"{(wall - sqlite) / n * 1000:+.2f} ms; over optuna in memory: "
             f"{(wall - memory) / n * 1000:+.2f} ms"
         )
-    return 0
+    print("\n".join(lines), flush=True)
+    return lines
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
