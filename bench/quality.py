@@ -42,7 +42,7 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # One BLAS thread per worker: the runs themselves are spread over the cores.
@@ -161,7 +161,10 @@ def run_ours(algorithm: str) -> Runner:
         history: list[TrialRecord] = []
         values = []
         for i in range(budget):
-            (s,) = algo.suggest(experiment, history, 1)
+            # As the controller does: the settings a reply returns go with the next request.
+            result = algo.suggest_with_settings(experiment, history, 1)
+            (s,) = result.suggestions
+            experiment = replace(experiment, settings={**experiment.settings, **result.settings})
             value = problem.f(space.values(space.key_of(s.assignments)))
             values.append(value)
             history.append(TrialRecord(f"t{i}", s.assignments, TrialCondition.SUCCEEDED, value))
