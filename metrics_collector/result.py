@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -74,7 +75,9 @@ class TrialResult:
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a reader sees the old file, no file, or the whole new one."""
         target = Path(path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        # Unique per thread too: a server stops a trial from a request thread while its
+        # reconciler may record the same trial's end from another.
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(self.to_dict(), fh, indent=2)
             fh.write("\n")

@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -500,7 +501,7 @@ class WorkerPoolExecutor(BaseExecutor):
                 [m.metric_name, m.value, m.timestamp.isoformat()] for m in outcome.unreported
             ],
         }
-        tmp = directory / "result.json.tmp"
+        tmp = directory / f"result.json.{threading.get_ident()}.tmp"  # one per writing thread
         tmp.write_text(json.dumps(record))
         os.replace(tmp, directory / "result.json")
 
