@@ -10,6 +10,7 @@ module stays free of the client (only that module imports it).
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 from collections.abc import Mapping
@@ -63,63 +64,68 @@ class TrialLifecycle(BaseExecutor):
         self._launched: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
-    # --- the API calls (KubernetesExecutor) --------------------------------------------
+    # --- the API calls (KubernetesExecutor makes them with the official client) -------
+    @abc.abstractmethod
     def resolve(self, api_version: str, kind: str) -> ResourceKind:
         """The kind as the cluster serves it; ExecutorError when it does not."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read_template_configmap(self, name: str, namespace: str) -> dict[str, str]:
         """A trial template ConfigMap's data; InvalidSpecError when it is absent."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _list(
         self, kind: ResourceKind, namespace: str, selector: str
     ) -> tuple[list[dict[str, Any]], str]:
         """(objects matching the label selector, the list's resourceVersion)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
-        raise NotImplementedError
+        """The object, or None when it does not exist."""
 
+    @abc.abstractmethod
     def _create(self, kind: ResourceKind, namespace: str, body: dict[str, Any]) -> bool:
         """False when an object of that name already exists."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _patch(self, kind: ResourceKind, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """A merge patch."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _delete(self, kind: ResourceKind, namespace: str, name: str) -> None:
         """Delete (a missing object is fine)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _watch_stream(self, kind: ResourceKind, namespace: str, version: str) -> WatchStream:
         """A watch of the trial resources of `kind` in `namespace` from `version` on."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _primary_pods(self, trial: Trial) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """The trial's pods that run its primary container."""
 
+    @abc.abstractmethod
     def _pod_log(self, trial: Trial, pod: str, tail_lines: int | None = None) -> str:
-        raise NotImplementedError
+        """The primary container's log of one pod (its last lines if asked)."""
 
+    @abc.abstractmethod
     def _delete_pods(self, trial: Trial) -> None:
-        raise NotImplementedError
+        """Delete the trial's pods (stopping a retained trial)."""
 
+    @abc.abstractmethod
     def _record(self, trial: Trial, outcome: TrialOutcome) -> None:
         """Keep the outcome in the trial's outcome record (idempotent)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _recorded(self, namespace: str, name: str) -> TrialOutcome | None:
-        raise NotImplementedError
+        """The outcome kept in the trial's outcome record, or None."""
 
+    @abc.abstractmethod
     def _delete_records(self, namespace: str, selector: str) -> None:
         """Delete the outcome records matching the label selector."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _delete_record(self, trial: Trial) -> None:
         """Delete the trial's outcome record (a missing one is fine)."""
-        raise NotImplementedError
 
     def _experiment_kind(self, experiment: Experiment) -> ResourceKind:
         """The kind of the experiment's trial resources, from its template (a ConfigMap or
