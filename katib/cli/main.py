@@ -319,31 +319,36 @@ def get(
         rows: list[tuple[Experiment, Trial]] = [
             (exp, t) for exp in experiments for t in storage.list_trials(exp.name, exp.namespace)
         ]
-        if output != "table":
-            _dump([t.to_dict() for _, t in rows], output)
-            return
-        metric_names: list[str] = []
-        param_names: list[str] = []
-        for exp, trial in rows:
-            for metric in strategies_of(exp):
-                if metric not in metric_names:
-                    metric_names.append(metric)
-            for assignment in trial.spec.parameter_assignments:
-                if assignment.name not in param_names:
-                    param_names.append(assignment.name)
-        table = Table("EXPERIMENT", "TRIAL", "STATUS", *metric_names, *param_names)
-        for exp, trial in rows:
-            values = trial.assignments
-            table.add_row(
-                exp.name,
-                trial.name,
-                trial.condition.value,
-                *[_trial_value(exp, trial, m) for m in metric_names],
-                *[values.get(p, "") for p in param_names],
-            )
-        console.print(table)
+        print_trials(rows, output)
     finally:
         storage.close()
+
+
+def print_trials(rows: list[tuple[Experiment, Trial]], output: str) -> None:
+    """`katib get trials` output, embedded or against a server: a table or documents."""
+    if output != "table":
+        _dump([t.to_dict() for _, t in rows], output)
+        return
+    metric_names: list[str] = []
+    param_names: list[str] = []
+    for exp, trial in rows:
+        for metric in strategies_of(exp):
+            if metric not in metric_names:
+                metric_names.append(metric)
+        for assignment in trial.spec.parameter_assignments:
+            if assignment.name not in param_names:
+                param_names.append(assignment.name)
+    table = Table("EXPERIMENT", "TRIAL", "STATUS", *metric_names, *param_names)
+    for exp, trial in rows:
+        values = trial.assignments
+        table.add_row(
+            exp.name,
+            trial.name,
+            trial.condition.value,
+            *[_trial_value(exp, trial, m) for m in metric_names],
+            *[values.get(p, "") for p in param_names],
+        )
+    console.print(table)
 
 
 def _dump(docs: list[dict[str, Any]], output: str) -> None:

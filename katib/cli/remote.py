@@ -142,31 +142,7 @@ def get(
             for exp in experiments
             for t in api.list_trials(exp.name, exp.namespace)
         ]
-    if output != "table":
-        main._dump([t.to_dict() for _, t in rows], output)
-        return
-    from katib.controller.observation import strategies_of
-
-    metric_names: list[str] = []
-    param_names: list[str] = []
-    for exp, trial in rows:
-        for metric in strategies_of(exp):
-            if metric not in metric_names:
-                metric_names.append(metric)
-        for assignment in trial.spec.parameter_assignments:
-            if assignment.name not in param_names:
-                param_names.append(assignment.name)
-    table = Table("EXPERIMENT", "TRIAL", "STATUS", *metric_names, *param_names)
-    for exp, trial in rows:
-        values = trial.assignments
-        table.add_row(
-            exp.name,
-            trial.name,
-            trial.condition.value,
-            *[main._trial_value(exp, trial, m) for m in metric_names],
-            *[values.get(p, "") for p in param_names],
-        )
-    main.console.print(table)
+    main.print_trials(rows, output)
 
 
 def _number_text(value: Any) -> str:
