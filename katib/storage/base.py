@@ -12,6 +12,9 @@ Rules every implementation follows:
 - Names are scoped by namespace; observation logs are keyed by trial name only
   (as Katib's DBManager is), so trial names are unique across namespaces.
 - Reads return fresh pydantic models; mutating them changes nothing stored.
+- Every write to an experiment or its trials bumps the experiment's revision by one
+  and returns the new value; leases and observation logs do not. A controller that
+  sees the revision of its own last write still knows the whole state (no reads).
 - Errors are from katib.errors: NotFoundError, AlreadyExistsError, ConflictError,
   UnavailableError (the database cannot be reached; retryable), StorageError.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +63,27 @@ class ExperimentLease:
     age_seconds: float | None
 
 
+@dataclass
+class WriteBatch:
+    """What one reconcile pass writes, stored in a single transaction by `write_batch`.
+
+    Observations are appended first, then trial statuses replaced, then new trials
+    inserted, then the experiment's status replaced: a pass that is cut off leaves
+    either all of it or none.
+    """
+
+    observations: dict[str, list[MetricLogEntry]] = field(default_factory=dict)
+    trial_updates: list[Trial] = field(default_factory=list)
+    new_trials: list[Trial] = field(default_factory=list)
+    status: ExperimentStatus | None = None
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.observations or self.trial_updates or self.new_trials
+            or self.status is not None
+        )
+
+
 class BaseStorage(abc.ABC):
     """Contract for experiment, trial and observation-log storage."""
 
@@ -77,14 +101,19 @@ class BaseStorage(abc.ABC):
         """All experiments (of one namespace if given), oldest first."""
 
     @abc.abstractmethod
-    def update_experiment_spec(self, experiment: Experiment) -> None:
-        """Replace the stored spec (budget edits). NotFoundError if absent."""
+    def experiment_revision(self, name: str, namespace: str = "default") -> int:
+        """The experiment's revision (see the module's rules). NotFoundError if absent."""
+
+    @abc.abstractmethod
+    def update_experiment_spec(self, experiment: Experiment) -> int:
+        """Replace the stored spec (budget edits); returns the new revision.
+        NotFoundError if absent."""
 
     @abc.abstractmethod
     def update_experiment_status(
         self, name: str, namespace: str, status: ExperimentStatus, *, owner: str | None = None
-    ) -> None:
-        """Replace the stored status. NotFoundError if absent.
+    ) -> int:
+        """Replace the stored status; returns the new revision. NotFoundError if absent.
 
         With `owner`, a fenced write: ConflictError (nothing written) unless `owner`
         holds the experiment at the moment of the write.
@@ -137,8 +166,8 @@ class BaseStorage(abc.ABC):
         *,
         owner: str | None = None,
         expected_count: int | None = None,
-    ) -> None:
-        """Insert a batch of new trials atomically (all or none).
+    ) -> int:
+        """Insert a batch of new trials atomically (all or none); returns the new revision.
 
         Fencing, checked in the same transaction as the insert, with the experiment
         locked against concurrent fenced inserts and ownership changes: with `owner`,
@@ -156,8 +185,27 @@ class BaseStorage(abc.ABC):
         """The trials of an experiment in creation order."""
 
     @abc.abstractmethod
-    def update_trial_status(self, trial: Trial) -> None:
-        """Store `trial.status` (conditions, times, observation). NotFoundError if absent."""
+    def update_trial_status(self, trial: Trial) -> int:
+        """Store `trial.status` (conditions, times, observation); returns the revision of
+        the trial's experiment. NotFoundError if absent."""
+
+    @abc.abstractmethod
+    def write_batch(
+        self,
+        experiment_name: str,
+        namespace: str,
+        batch: WriteBatch,
+        *,
+        owner: str | None = None,
+        expected_count: int | None = None,
+    ) -> int:
+        """Store a WriteBatch in one transaction; returns the new revision.
+
+        Fencing as `create_trials` (`expected_count` is checked before the new trials
+        are inserted). A trial to update that is not the experiment's raises
+        NotFoundError; a new trial name that exists raises AlreadyExistsError; either
+        way nothing is written.
+        """
 
     def list_experiment_documents(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """list_experiments as raw camelCase documents (status included), not validated.

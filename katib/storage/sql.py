@@ -31,7 +31,13 @@ from katib.errors import (
     NotFoundError,
     StorageError,
 )
-from katib.storage.base import BaseStorage, ExperimentLease, MetricLogEntry, Ownership
+from katib.storage.base import (
+    BaseStorage,
+    ExperimentLease,
+    MetricLogEntry,
+    Ownership,
+    WriteBatch,
+)
 from katib.storage.engine import (
     create_engine_for,
     redact,
@@ -279,6 +285,22 @@ class SQLStorage(BaseStorage):
         return int(row.id)
 
     @staticmethod
+    def _bump(conn: Connection, exp_id: int, **values: Any) -> int:
+        """Write `values` to the experiment's row with its revision bumped; the new revision.
+
+        The UPDATE holds the row until commit, so concurrent writers of one
+        experiment serialise and each sees exactly its own revision.
+        """
+        c = experiments.c
+        stmt = sa.update(experiments).where(c.id == exp_id).values(
+            revision=c.revision + 1, **values
+        )
+        if conn.dialect.update_returning:
+            return int(conn.execute(stmt.returning(c.revision)).scalar_one())
+        conn.execute(stmt)
+        return int(conn.execute(sa.select(c.revision).where(c.id == exp_id)).scalar_one())
+
+    @staticmethod
     def _experiment_document(experiment: Experiment) -> tuple[dict[str, Any], Any]:
         _check_name("experiment", experiment.name)
         doc = experiment.to_dict()
@@ -353,31 +375,27 @@ class SQLStorage(BaseStorage):
             rows = conn.execute(query).all()
         return [self._experiment_from_row(r) for r in rows]
 
-    def update_experiment_spec(self, experiment: Experiment) -> None:
+    def experiment_revision(self, name: str, namespace: str = "default") -> int:
+        c = experiments.c
+        with self._tx() as conn:
+            value = conn.execute(
+                sa.select(c.revision).where(c.name == name, c.namespace == namespace)
+            ).scalar()
+        if value is None:
+            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+        return int(value)
+
+    def update_experiment_spec(self, experiment: Experiment) -> int:
         doc, _ = self._experiment_document(experiment)
         name, namespace = experiment.name, experiment.namespace
         with self._tx() as conn:
             exp_id = self._experiment_id(conn, name, namespace)
-            conn.execute(
-                sa.update(experiments)
-                .where(experiments.c.id == exp_id)
-                .values(spec=doc, updated_at=_utcnow())
-            )
+            return self._bump(conn, exp_id, spec=doc, updated_at=_utcnow())
 
     def update_experiment_status(
         self, name: str, namespace: str, status: ExperimentStatus, *, owner: str | None = None
-    ) -> None:
-        doc = status.to_dict()
-        with self._tx() as conn:
-            if owner is None:
-                exp_id = self._experiment_id(conn, name, namespace)
-            else:
-                exp_id = self._lock_experiment(conn, name, namespace, owner)
-            conn.execute(
-                sa.update(experiments)
-                .where(experiments.c.id == exp_id)
-                .values(status=doc, condition_type=_latest_condition(doc), updated_at=_utcnow())
-            )
+    ) -> int:
+        return self.write_batch(name, namespace, WriteBatch(status=status), owner=owner)
 
     def delete_experiment(self, name: str, namespace: str = "default") -> None:
         with self._tx() as conn:
@@ -495,10 +513,27 @@ class SQLStorage(BaseStorage):
         *,
         owner: str | None = None,
         expected_count: int | None = None,
-    ) -> None:
+    ) -> int:
         if not trials:
-            return
-        names = [t.name for t in trials]
+            return self.experiment_revision(experiment_name, namespace)
+        return self.write_batch(
+            experiment_name,
+            namespace,
+            WriteBatch(new_trials=list(trials)),
+            owner=owner,
+            expected_count=expected_count,
+        )
+
+    def write_batch(
+        self,
+        experiment_name: str,
+        namespace: str,
+        batch: WriteBatch,
+        *,
+        owner: str | None = None,
+        expected_count: int | None = None,
+    ) -> int:
+        names = [t.name for t in batch.new_trials]
         for n in names:
             _check_name("trial", n)
         seen: set[str] = set()
@@ -506,56 +541,94 @@ class SQLStorage(BaseStorage):
             if n in seen:
                 raise AlreadyExistsError(f'trial "{n}" appears twice in the batch')
             seen.add(n)
-        now = _utcnow()
-        rows = []
-        for t in trials:
-            doc = t.to_dict()
-            status = doc.pop("status", None)
-            doc.setdefault("metadata", {})["namespace"] = namespace
-            rows.append(
-                {
-                    "name": t.name,
-                    "namespace": namespace,
-                    "document": doc,
-                    "status": status,
-                    "condition_type": _latest_condition(status),
-                    "assignments": t.assignments,
-                    "created_at": now,
-                    "start_time": _parse_status_time(t.status.start_time),
-                    "completion_time": _parse_status_time(t.status.completion_time),
-                }
-            )
+        for trial_name, entries in batch.observations.items():
+            _check_name("trial", trial_name)
+            for e in entries:
+                _check_name("metric", e.metric_name)
+        rows = [self._trial_row(t, namespace) for t in batch.new_trials]
         listed = ", ".join(f'"{n}"' for n in names)
         message = f"one of the trials {listed} already exists (created concurrently)"
+        status_doc = batch.status.to_dict() if batch.status is not None else None
         with self._tx(duplicate=message) as conn:
             tc = trials_table.c
             if owner is None and expected_count is None:
                 exp_id = self._experiment_id(conn, experiment_name, namespace)
             else:
                 exp_id = self._lock_experiment(conn, experiment_name, namespace, owner)
-            if expected_count is not None:
-                count = conn.execute(
-                    sa.select(sa.func.count()).select_from(trials_table)
-                    .where(tc.experiment_id == exp_id)
-                ).scalar_one()
-                if count != expected_count:
-                    raise ConflictError(
-                        f"experiment {namespace}/{experiment_name} has {count} trials, not "
-                        f"the {expected_count} these new trials were planned on; another "
-                        "controller created trials concurrently"
+            values: dict[str, Any] = {}
+            if status_doc is not None:
+                values = {
+                    "status": status_doc,
+                    "condition_type": _latest_condition(status_doc),
+                    "updated_at": _utcnow(),
+                }
+            # The experiment's row first: every writer locks it before any trial row.
+            revision = self._bump(conn, exp_id, **values)
+            for trial_name, entries in batch.observations.items():
+                self._insert_observations(conn, trial_name, entries)
+            for trial in batch.trial_updates:
+                self._update_trial(conn, trial, tc.experiment_id == exp_id)
+            if rows:
+                if expected_count is not None:
+                    count = conn.execute(
+                        sa.select(sa.func.count()).select_from(trials_table)
+                        .where(tc.experiment_id == exp_id)
+                    ).scalar_one()
+                    if count != expected_count:
+                        raise ConflictError(
+                            f"experiment {namespace}/{experiment_name} has {count} trials, "
+                            f"not the {expected_count} these new trials were planned on; "
+                            "another controller created trials concurrently"
+                        )
+                existing = conn.execute(
+                    sa.select(tc.name, tc.namespace).where(tc.name.in_(names))
+                ).first()
+                if existing is not None:
+                    raise AlreadyExistsError(
+                        f'trial "{existing.name}" already exists'
+                        + ("" if existing.namespace == namespace
+                           else f' (in namespace "{existing.namespace}"; trial names are global)')
                     )
-            existing = conn.execute(
-                sa.select(tc.name, tc.namespace).where(tc.name.in_(names))
-            ).first()
-            if existing is not None:
-                raise AlreadyExistsError(
-                    f'trial "{existing.name}" already exists'
-                    + ("" if existing.namespace == namespace
-                       else f' (in namespace "{existing.namespace}"; trial names are global)')
-                )
-            for r in rows:
-                r["experiment_id"] = exp_id
-            conn.execute(sa.insert(trials_table), rows)
+                for r in rows:
+                    r["experiment_id"] = exp_id
+                conn.execute(sa.insert(trials_table), rows)
+        return revision
+
+    @staticmethod
+    def _trial_row(trial: Trial, namespace: str) -> dict[str, Any]:
+        doc = trial.to_dict()
+        status = doc.pop("status", None)
+        doc.setdefault("metadata", {})["namespace"] = namespace
+        return {
+            "name": trial.name,
+            "namespace": namespace,
+            "document": doc,
+            "status": status,
+            "condition_type": _latest_condition(status),
+            "assignments": trial.assignments,
+            "created_at": _utcnow(),
+            "start_time": _parse_status_time(trial.status.start_time),
+            "completion_time": _parse_status_time(trial.status.completion_time),
+        }
+
+    @staticmethod
+    def _update_trial(conn: Connection, trial: Trial, *where: Any) -> None:
+        status = trial.status.to_dict()
+        tc = trials_table.c
+        result = conn.execute(
+            sa.update(trials_table)
+            .where(tc.name == trial.name, tc.namespace == trial.namespace, *where)
+            .values(
+                status=status,
+                condition_type=_latest_condition(status),
+                start_time=_parse_status_time(trial.status.start_time),
+                completion_time=_parse_status_time(trial.status.completion_time),
+            )
+        )
+        if result.rowcount != 1:
+            raise NotFoundError(
+                f'trial "{trial.name}" not found in namespace "{trial.namespace}"'
+            )
 
     def get_trial(self, name: str, namespace: str = "default") -> Trial:
         with self._tx() as conn:
@@ -599,24 +672,21 @@ class SQLStorage(BaseStorage):
             out.append(trial)
         return out
 
-    def update_trial_status(self, trial: Trial) -> None:
-        status = trial.status.to_dict()
+    def update_trial_status(self, trial: Trial) -> int:
+        tc = trials_table.c
         with self._tx() as conn:
-            tc = trials_table.c
-            result = conn.execute(
-                sa.update(trials_table)
-                .where(tc.name == trial.name, tc.namespace == trial.namespace)
-                .values(
-                    status=status,
-                    condition_type=_latest_condition(status),
-                    start_time=_parse_status_time(trial.status.start_time),
-                    completion_time=_parse_status_time(trial.status.completion_time),
+            exp_id = conn.execute(
+                sa.select(tc.experiment_id).where(
+                    tc.name == trial.name, tc.namespace == trial.namespace
                 )
-            )
-            if result.rowcount != 1:
+            ).scalar()
+            if exp_id is None:
                 raise NotFoundError(
                     f'trial "{trial.name}" not found in namespace "{trial.namespace}"'
                 )
+            revision = self._bump(conn, int(exp_id))
+            self._update_trial(conn, trial)
+        return revision
 
     def list_experiment_documents(self, namespace: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(experiments.c.spec, experiments.c.status).order_by(
@@ -683,41 +753,50 @@ class SQLStorage(BaseStorage):
             return
         for e in entries:
             _check_name("metric", e.metric_name)
-        ol = observation_logs.c
         with self._tx() as conn:
-            need = sorted({e.metric_name for e in entries if e.step is None})
-            next_step: dict[str, int] = {}
-            if need:
-                if conn.dialect.name == "postgresql":
-                    # Two reporters for one trial would otherwise number the same steps.
-                    conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": trial_name}
-                    )
-                current = conn.execute(
-                    sa.select(ol.metric_name, sa.func.max(ol.step))
-                    .where(ol.trial_name == trial_name, ol.metric_name.in_(need))
-                    .group_by(ol.metric_name)
-                ).all()
-                next_step = {m: 1 for m in need}
-                next_step.update({m: int(mx) + 1 for m, mx in current if mx is not None})
-            rows = []
-            for e in entries:
-                step = e.step
-                if step is None:
-                    step = next_step[e.metric_name]
-                    next_step[e.metric_name] = step + 1
-                elif e.metric_name in next_step:
-                    next_step[e.metric_name] = max(next_step[e.metric_name], step + 1)
-                rows.append(
-                    {
-                        "trial_name": trial_name,
-                        "metric_name": e.metric_name,
-                        "value": str(e.value),
-                        "time": e.timestamp,
-                        "step": step,
-                    }
+            self._insert_observations(conn, trial_name, entries)
+
+    @staticmethod
+    def _insert_observations(
+        conn: Connection, trial_name: str, entries: Sequence[MetricLogEntry]
+    ) -> None:
+        """Append entries, numbering the steps left as None after the trial's last ones."""
+        if not entries:
+            return
+        ol = observation_logs.c
+        need = sorted({e.metric_name for e in entries if e.step is None})
+        next_step: dict[str, int] = {}
+        if need:
+            if conn.dialect.name == "postgresql":
+                # Two reporters for one trial would otherwise number the same steps.
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": trial_name}
                 )
-            conn.execute(sa.insert(observation_logs), rows)
+            current = conn.execute(
+                sa.select(ol.metric_name, sa.func.max(ol.step))
+                .where(ol.trial_name == trial_name, ol.metric_name.in_(need))
+                .group_by(ol.metric_name)
+            ).all()
+            next_step = {m: 1 for m in need}
+            next_step.update({m: int(mx) + 1 for m, mx in current if mx is not None})
+        rows = []
+        for e in entries:
+            step = e.step
+            if step is None:
+                step = next_step[e.metric_name]
+                next_step[e.metric_name] = step + 1
+            elif e.metric_name in next_step:
+                next_step[e.metric_name] = max(next_step[e.metric_name], step + 1)
+            rows.append(
+                {
+                    "trial_name": trial_name,
+                    "metric_name": e.metric_name,
+                    "value": str(e.value),
+                    "time": e.timestamp,
+                    "step": step,
+                }
+            )
+        conn.execute(sa.insert(observation_logs), rows)
 
     def get_observation_log(
         self,

@@ -169,6 +169,10 @@ class ExperimentRow(Base):
     owner_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    #: Bumped by every write to the experiment or its trials (not by leases or logs).
+    revision: Mapped[int] = mapped_column(
+        sa.BigInteger, nullable=False, default=0, server_default="0"
+    )
 
 
 class TrialRow(Base):

@@ -22,7 +22,7 @@ import pytest
 
 from katib.api.models import Condition, Experiment, ExperimentStatus, Trial
 from katib.errors import AlreadyExistsError, ConflictError, NotFoundError
-from katib.storage.base import BaseStorage, MetricLogEntry
+from katib.storage.base import BaseStorage, MetricLogEntry, WriteBatch
 
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 T0 = datetime(2024, 3, 4, 17, 55, 8, 123456, tzinfo=UTC)
@@ -479,6 +479,106 @@ class StorageContract:
         storage.update_experiment_status("exp", "default", done, owner="ctrl-a")
         got = storage.get_experiment("exp").status
         assert got is not None and got.conditions[-1].type == "Running"
+
+    # --- revisions and write batches ---------------------------------------------------
+
+    def test_every_write_bumps_the_revision_by_one(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        r0 = storage.experiment_revision("exp")
+        assert storage.create_trials("exp", "default", [make_trial("t1")]) == r0 + 1
+        trial = storage.get_trial("t1")
+        trial.status.conditions.append(Condition(type="Running", status="True", reason="R"))
+        assert storage.update_trial_status(trial) == r0 + 2
+        status = ExperimentStatus(conditions=[Condition(type="Running", status="True")])
+        assert storage.update_experiment_status("exp", "default", status) == r0 + 3
+        exp = storage.get_experiment("exp")
+        exp.spec.max_trial_count = 9
+        assert storage.update_experiment_spec(exp) == r0 + 4
+        assert storage.experiment_revision("exp") == r0 + 4
+
+    def test_reads_leases_and_logs_leave_the_revision(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        storage.create_trials("exp", "default", [make_trial("t1")])
+        before = storage.experiment_revision("exp")
+        storage.get_experiment("exp")
+        storage.list_trials("exp")
+        assert storage.acquire_experiment("exp", "default", "ctrl-a")
+        storage.renew_leases("ctrl-a")
+        storage.report_observation_log("t1", [entry("accuracy", "0.5", T0)])
+        storage.release_experiment("exp", "default", "ctrl-a")
+        assert storage.experiment_revision("exp") == before
+        with pytest.raises(NotFoundError):
+            storage.experiment_revision("nope")
+
+    def test_revisions_are_per_experiment(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment("a"))
+        storage.create_experiment(make_experiment("b"))
+        before = storage.experiment_revision("b")
+        storage.create_trials("a", "default", [make_trial("t1")])
+        assert storage.experiment_revision("b") == before
+
+    def test_write_batch_stores_everything_in_one_revision(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        storage.create_trials("exp", "default", [make_trial("t1")])
+        storage.report_observation_log("t1", [entry("accuracy", "0.1", T0)])
+        before = storage.experiment_revision("exp")
+        t1 = storage.get_trial("t1")
+        t1.status.conditions.append(Condition(type="Succeeded", status="True", reason="R"))
+        status = ExperimentStatus(conditions=[Condition(type="Running", status="True")])
+        batch = WriteBatch(
+            observations={"t1": [entry("accuracy", "0.2", T0 + timedelta(seconds=1))]},
+            trial_updates=[t1],
+            new_trials=[make_trial("t2")],
+            status=status,
+        )
+        assert batch
+        assert not WriteBatch()
+        assert storage.write_batch("exp", "default", batch) == before + 1
+        assert [t.name for t in storage.list_trials("exp")] == ["t1", "t2"]
+        assert storage.get_trial("t1").condition == "Succeeded"
+        log = storage.get_observation_log("t1")
+        assert [(e.value, e.step) for e in log] == [("0.1", 1), ("0.2", 2)]
+        got = storage.get_experiment("exp").status
+        assert got is not None and got.conditions[-1].type == "Running"
+
+    def test_write_batch_is_all_or_nothing(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        storage.create_experiment(make_experiment("other"))
+        storage.create_trials("exp", "default", [make_trial("t1")])
+        storage.create_trials("other", "default", [make_trial("o1")])
+        before = storage.experiment_revision("exp")
+        t1 = storage.get_trial("t1")
+        t1.status.conditions.append(Condition(type="Succeeded", status="True", reason="R"))
+        stranger = storage.get_trial("o1")  # another experiment's trial
+        bad = [
+            (WriteBatch(trial_updates=[t1, stranger]), NotFoundError),
+            (WriteBatch(trial_updates=[t1], new_trials=[make_trial("o1")]), AlreadyExistsError),
+        ]
+        for batch, error in bad:
+            batch.observations = {"t1": [entry("accuracy", "0.9", T0)]}
+            with pytest.raises(error):
+                storage.write_batch("exp", "default", batch)
+        with pytest.raises(ConflictError):
+            storage.write_batch(
+                "exp", "default", WriteBatch(trial_updates=[t1], new_trials=[make_trial("t2")]),
+                expected_count=0,
+            )
+        assert storage.experiment_revision("exp") == before
+        assert storage.get_trial("t1").condition == "Created"
+        assert storage.get_observation_log("t1") == []
+        assert [t.name for t in storage.list_trials("exp")] == ["t1"]
+
+    def test_write_batch_fenced_by_owner(self, storage: BaseStorage) -> None:
+        storage.create_experiment(make_experiment())
+        storage.create_trials("exp", "default", [make_trial("t1")])
+        t1 = storage.get_trial("t1")
+        t1.status.conditions.append(Condition(type="Running", status="True", reason="R"))
+        with pytest.raises(ConflictError):
+            storage.write_batch("exp", "default", WriteBatch(trial_updates=[t1]), owner="a")
+        assert storage.get_trial("t1").condition == "Created"
+        assert storage.acquire_experiment("exp", "default", "a")
+        storage.write_batch("exp", "default", WriteBatch(trial_updates=[t1]), owner="a")
+        assert storage.get_trial("t1").condition == "Running"
 
     # --- observation logs ------------------------------------------------------------------
 

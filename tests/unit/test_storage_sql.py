@@ -31,7 +31,7 @@ def _versions(url: str) -> list[str]:
 def test_migration_is_idempotent(sqlite_url: str) -> None:
     SQLStorage(sqlite_url).close()
     SQLStorage(sqlite_url).close()
-    assert _versions(sqlite_url) == ["0001"]
+    assert _versions(sqlite_url) == ["0002"]
 
 
 def test_concurrent_first_open_in_threads(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_concurrent_first_open_in_threads(tmp_path: Path) -> None:
     for t in threads:
         t.join(30)
     assert not errors, errors
-    assert _versions(url) == ["0001"]
+    assert _versions(url) == ["0002"]
 
 
 def test_concurrent_first_open_in_processes(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_concurrent_first_open_in_processes(tmp_path: Path) -> None:
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, url]) for _ in range(2)]
     assert [p.wait(60) for p in procs] == [0, 0]
-    assert _versions(url) == ["0001"]
+    assert _versions(url) == ["0002"]
 
 
 def test_two_storages_on_one_sqlite_file_write_concurrently(sqlite_url: str) -> None:
@@ -178,3 +178,28 @@ def test_schema_from_a_newer_version_is_a_clear_error(sqlite_url: str) -> None:
     engine.dispose()
     with pytest.raises(StorageError, match="9999"):
         SQLStorage(sqlite_url)
+
+
+def test_upgrade_from_0001_keeps_experiments_and_starts_revisions_at_zero(
+    sqlite_url: str,
+) -> None:
+    from alembic import command
+
+    from katib.storage.sql import alembic_config
+
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO experiments (name, namespace, spec, created_at, updated_at) "
+            "VALUES ('old', 'default', '{\"metadata\": {\"name\": \"old\"}, \"spec\": {}}', "
+            "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+    engine.dispose()
+    assert _versions(sqlite_url) == ["0001"]
+    with SQLStorage(sqlite_url) as storage:
+        assert _versions(sqlite_url) == ["0002"]
+        assert storage.experiment_revision("old") == 0
+        assert storage.get_experiment("old").name == "old"
+        storage.create_trials("old", "default", [make_trial("t1")])
+        assert storage.experiment_revision("old") == 1
