@@ -24,7 +24,8 @@ from katib.api.models import (
 from katib.storage.base import MetricLogEntry
 
 
-def _finite(value: str) -> float | None:
+def finite(value: str) -> float | None:
+    """The value as a finite float, or None (NaN, inf, not a number)."""
     try:
         number = float(value)
     except ValueError:
@@ -62,7 +63,7 @@ def build_observation(
         if metric is None:
             continue
         metric.latest = entry.value
-        number = _finite(entry.value)
+        number = finite(entry.value)
         if number is None:
             continue
         if entry.metric_name not in best_min or number < best_min[entry.metric_name]:
@@ -96,7 +97,7 @@ def objective_value(experiment: Experiment, trial: Trial) -> float | None:
     name = objective.objective_metric_name
     strategy = strategies_of(experiment).get(name, "latest")
     raw = metric_value(trial.status.observation, name, strategy)
-    return None if raw is None else _finite(raw)
+    return None if raw is None else finite(raw)
 
 
 _CANDIDATES = {TrialConditionType.SUCCEEDED, TrialConditionType.EARLY_STOPPED}
@@ -117,7 +118,7 @@ def optimal_trial(experiment: Experiment, trials: Sequence[Trial]) -> OptimalTri
         if trial.condition not in _CANDIDATES:
             continue
         raw = metric_value(trial.status.observation, name, strategy)
-        value = None if raw is None else _finite(raw)
+        value = None if raw is None else finite(raw)
         if value is None:
             continue
         if best is None or (value > best[0] if maximize else value < best[0]):
@@ -140,7 +141,7 @@ def goal_reached(experiment: Experiment, best: OptimalTrial | None) -> bool:
         return False
     name = objective.objective_metric_name or ""
     raw = metric_value(best.observation, name, strategies_of(experiment).get(name, "latest"))
-    value = None if raw is None else _finite(raw)
+    value = None if raw is None else finite(raw)
     if value is None:
         return False
     if ObjectiveType(objective.type or "") == ObjectiveType.MAXIMIZE:

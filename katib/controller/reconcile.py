@@ -35,6 +35,7 @@ Deliberate differences from Katib:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -59,6 +60,7 @@ from katib.api.models import (
 )
 from katib.controller import observation, status, time_budget
 from katib.controller.early_stopping_client import EarlyStoppingClient
+from katib.controller.experiment_view import ExperimentView
 from katib.controller.faults import crash_point
 from katib.controller.heartbeats import HeartbeatMonitor
 from katib.controller.suggestion_client import SuggestionClient
@@ -71,11 +73,33 @@ from katib.executors.base import (
     TrialPhase,
     heartbeat_timeout,
 )
-from katib.storage.base import BaseStorage
+from katib.storage.base import BaseStorage, MetricLogEntry
+from katib.storage.tables import to_db_time
 
 log = logging.getLogger(__name__)
 
+#: How long the controller may hold back writing that trials have started.
+LAZY_WRITE_SECONDS = 1.0
+
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' utilrand alphabet
+
+
+def _numbered(
+    stored: list[MetricLogEntry], spooled: list[MetricLogEntry]
+) -> list[MetricLogEntry]:
+    """`spooled` with the steps storage would give them after `stored` (so it need not ask)."""
+    next_step: dict[str, int] = {}
+    for e in stored:
+        if e.step is not None:
+            next_step[e.metric_name] = max(next_step.get(e.metric_name, 1), e.step + 1)
+    out = []
+    for e in spooled:
+        step = e.step
+        if step is None:
+            step = next_step.get(e.metric_name, 1)
+        next_step[e.metric_name] = max(next_step.get(e.metric_name, 1), step + 1)
+        out.append(e if e.step == step else dataclasses.replace(e, step=step))
+    return out
 
 
 def new_trial_name(experiment_name: str) -> str:
@@ -130,6 +154,10 @@ class Controller:
         self._waiting: set[tuple[str, str]] = set()
         self._stop_requests: set[str] = set()
         self._stop_lock = threading.Lock()
+        # Each experiment as this controller last left it (katib.controller.experiment_view).
+        self._views: dict[tuple[str, str], ExperimentView] = {}
+        #: How long a trial's start may wait to be written (with the next write, or then).
+        self.lazy_write_seconds = LAZY_WRITE_SECONDS
         self._heartbeats = HeartbeatMonitor(
             heartbeat_timeout()
             if heartbeat_timeout_seconds is None
@@ -144,6 +172,7 @@ class Controller:
         """
         self._exhausted.discard((namespace, name))
         self._waiting.discard((namespace, name))
+        self._views.pop((namespace, name), None)
 
     # --- early stopping ----------------------------------------------------------------
     def request_early_stop(self, trial_name: str) -> None:
@@ -175,9 +204,9 @@ class Controller:
         return client.get_rules(experiment, trials, address)
 
     # --- trials --------------------------------------------------------------------
-    def _launch(self, experiment: Experiment, trial: Trial) -> None:
+    def _launch(self, view: ExperimentView, trial: Trial) -> None:
         try:
-            self.executor.launch(trial, self._context(experiment))
+            self.executor.launch(trial, self._context(view.experiment))
             crash_point("after_launch")
         except LaunchDeferredError as exc:
             log.debug("%s: launch deferred: %s", trial.name, exc)
@@ -191,7 +220,9 @@ class Controller:
             )
         else:
             status.mark_trial(trial, TrialConditionType.RUNNING, "TrialRunning", "Trial is running")
-        self.storage.update_trial_status(trial)
+            view.changed(trial, lazy=True)
+            return
+        view.changed(trial)
 
     def _heartbeat_lost(self, trial: Trial, outcome: TrialOutcome) -> bool:
         """Has a running trial's heartbeat stopped for too long? Then kill what is left.
@@ -211,20 +242,21 @@ class Controller:
 
     def _finish(
         self,
-        experiment: Experiment,
+        view: ExperimentView,
         trial: Trial,
         outcome: TrialOutcome,
         early_stopped: bool = False,
         lost_reason: str = "TrialLost",
     ) -> None:
-        if outcome.unreported:
-            self.storage.report_observation_log(trial.name, outcome.unreported)
-            crash_point("after_ingest")
-            # A crash between these two lines stores the spool twice on restart; the
-            # duplicates cannot change min, max or latest.
-            self.executor.acknowledge(trial)
+        experiment = view.experiment
         names = list(observation.strategies_of(experiment))
         entries = self.storage.get_observation_log(trial.name)
+        if outcome.unreported:
+            # Stored with this pass's write and acknowledged after it (see _write).
+            spooled = _numbered(entries, list(outcome.unreported))
+            view.ingest(trial, spooled)
+            # The log as storage will return it once `spooled` is appended.
+            entries = sorted(entries + spooled, key=lambda e: to_db_time(e.timestamp))
         trial.status.observation = observation.build_observation(entries, names)
         stopped = outcome.early_stopped or early_stopped
         has_value = observation.objective_value(experiment, trial) is not None
@@ -273,7 +305,7 @@ class Controller:
                 f"Metrics are not available: {detail}",
             )
         crash_point("before_finish")
-        self.storage.update_trial_status(trial)
+        view.changed(trial)
 
     def _build_trial(
         self,
@@ -316,25 +348,30 @@ class Controller:
         return trial
 
     def _create_trials(
-        self,
-        experiment: Experiment,
-        trials: Sequence[Trial],
-        count: int,
-        exp_status: ExperimentStatus,
+        self, view: ExperimentView, count: int, exp_status: ExperimentStatus
     ) -> list[Trial]:
-        """Ask for `count` suggestions and store them as trials.
+        """Ask for `count` suggestions and store them as trials, with the pending changes.
 
-        `trials` must be every stored trial of the experiment: with fencing on, its
-        length is the count storage re-checks in the insert's transaction.
+        With fencing on, storage re-checks in the insert's transaction that the
+        experiment still has the trials the plan was made on (`view.history`).
         """
+        experiment = view.experiment
         key = (experiment.namespace, experiment.name)
+        history = view.history
         algorithm = experiment.spec.algorithm
         client = self._client_for(algorithm.algorithm_name or "" if algorithm else "")
         settings = [(s.name, s.value) for s in exp_status.algorithm_settings or []]
         # Before GetSuggestions (Katib asks after): a failure here then costs no suggestions.
-        rules = self._early_stopping_rules(experiment, trials)
+        rules = self._early_stopping_rules(experiment, history)
         try:
-            reply = client.get_suggestions(experiment, trials, count, len(trials) + count, settings)
+            reply = client.get_suggestions(
+                experiment,
+                history,
+                count,
+                len(history) + count,
+                settings,
+                fingerprints=view.fingerprints(),
+            )
         except errors.SearchSpaceExhaustedError as exc:
             self._exhausted.add(key)
             log.info("%s/%s: %s", *key, exc)
@@ -349,7 +386,7 @@ class Controller:
             # All the algorithm has for this history (hyperband waiting for a rung, a
             # finite space nearly used up). Only a finished trial can change its answer;
             # with nothing running, nothing will, so the search is over.
-            if reply.assignments or any(not t.is_completed for t in trials):
+            if reply.assignments or view.open_trials():
                 self._waiting.add(key)
             else:
                 self._exhausted.add(key)
@@ -367,26 +404,84 @@ class Controller:
                 )
             )
         if new:
-            self.storage.create_trials(
-                experiment.name,
-                experiment.namespace,
-                new,
-                owner=self.owner,
-                expected_count=len(trials) if self.owner is not None else None,
-            )
+            planned_on = len(history)
+            view.add(new)
+            # The new trials, what this pass has changed so far and the status with the
+            # algorithm's new settings are stored together: none without the others.
+            self._write(view, new=new, exp_status=exp_status, expected_count=planned_on)
             crash_point("after_create_trials")
         return new
 
+    def _write(
+        self,
+        view: ExperimentView,
+        *,
+        new: Sequence[Trial] = (),
+        exp_status: ExperimentStatus | None = None,
+        expected_count: int | None = None,
+    ) -> None:
+        """Store the view's pending changes, `new` trials and the status in one transaction."""
+        batch, acknowledge = view.take()
+        batch.new_trials = list(new)
+        document = None
+        if exp_status is not None:
+            exp_status.current_optimal_trial = view.optimal()
+            view.aggregate(exp_status)
+            document = exp_status.to_dict()
+            if document != view.saved_status:
+                batch.status = exp_status
+        if not batch:
+            return
+        experiment = view.experiment
+        revision = self.storage.write_batch(
+            experiment.name,
+            experiment.namespace,
+            batch,
+            owner=self.owner,
+            expected_count=expected_count if self.owner is not None and new else None,
+        )
+        # Another writer came in between: what is stored is no longer just the view.
+        view.revision = revision if revision == view.revision + 1 else -1
+        if batch.status is not None:
+            view.saved_status = document
+        if acknowledge:
+            crash_point("after_ingest")
+            # A crash here stores the spool twice on restart; the duplicates cannot
+            # change min, max or latest.
+            for trial in acknowledge:
+                self.executor.acknowledge(trial)
+
     # --- the pass --------------------------------------------------------------------
+    def _view(self, name: str, namespace: str) -> ExperimentView:
+        """The experiment as last left, or freshly read if anyone else wrote since."""
+        key = (namespace, name)
+        revision = self.storage.experiment_revision(name, namespace)
+        view = self._views.get(key)
+        if view is None or view.revision != revision:
+            # A write landing between these reads leaves `revision` behind the data
+            # read: the next pass sees a newer revision and reads again.
+            experiment = self.storage.get_experiment(name, namespace)
+            history = self.storage.list_trials(name, namespace)
+            view = self._views[key] = ExperimentView(revision, experiment, history)
+        return view
+
     def reconcile(self, name: str, namespace: str = "default") -> PassResult:
-        experiment = self.storage.get_experiment(name, namespace)
-        history = self.storage.list_trials(name, namespace)
-        # Warm-start trials are the algorithm's history only (katib.controller.time_budget).
-        trials = [t for t in history if not time_budget.is_warm_start(t)]
-        result = PassResult(experiment=experiment, trials=trials)
+        view = self._view(name, namespace)
+        try:
+            return self._reconcile(view)
+        except BaseException:
+            # Changes made in memory may not have been stored: start the next pass afresh.
+            self._views.pop((namespace, name), None)
+            raise
+
+    def _reconcile(self, view: ExperimentView) -> PassResult:
+        experiment = view.experiment
+        name, namespace = experiment.name, experiment.namespace
+        result = PassResult(experiment=experiment, trials=view.trials)
         if status.is_experiment_completed(experiment):
+            self._views.pop((namespace, name), None)
+            result.trials = list(view.trials)
             return result
-        stored_status = experiment.status.to_dict() if experiment.status else None
         exp_status = experiment.status or ExperimentStatus()
         if not exp_status.conditions:
             status.mark_experiment(
@@ -398,10 +493,8 @@ class Controller:
             exp_status.start_time = status.now_rfc3339()
         out_of_time = time_budget.out_of_time(experiment, exp_status)
 
-        for trial in trials:
-            if trial.is_completed:
-                self._stop_requested(trial.name, consume=True)
-                continue
+        self._forget_stop_requests_of_completed(view)
+        for trial in view.open_trials():
             outcome = self.executor.poll(trial)
             requested = self._stop_requested(trial.name)
             if requested and outcome.phase == TrialPhase.RUNNING:
@@ -415,15 +508,15 @@ class Controller:
                     "TrialEarlyStopped",
                     "Trial is early stopped",
                 )
-                self.storage.update_trial_status(trial)
+                view.changed(trial)
                 result.finished.append(trial.name)
             elif outcome.phase == TrialPhase.NOT_STARTED:
                 if not out_of_time:
-                    self._launch(experiment, trial)
+                    self._launch(view, trial)
             elif outcome.phase == TrialPhase.RUNNING and self._heartbeat_lost(trial, outcome):
                 result.finished.append(trial.name)
                 self._finish(
-                    experiment,
+                    view,
                     trial,
                     TrialOutcome(TrialPhase.LOST, message=outcome.message),
                     lost_reason="TrialHeartbeatLost",
@@ -433,21 +526,21 @@ class Controller:
                     status.mark_trial(
                         trial, TrialConditionType.RUNNING, "TrialRunning", "Trial is running"
                     )
-                    self.storage.update_trial_status(trial)
+                    view.changed(trial, lazy=True)
             else:
                 self._heartbeats.forget(trial.name)
                 if outcome.phase == TrialPhase.LOST:
                     self.executor.kill(trial)  # what outlived its collector
                 self._finish(
-                    experiment,
+                    view,
                     trial,
                     outcome,
                     early_stopped=self._stop_requested(trial.name, consume=True),
                 )
                 result.finished.append(trial.name)
 
-        if not self._decide(experiment, exp_status, trials):
-            counts = status.aggregate(exp_status, trials)
+        if not self._decide(view, exp_status):
+            counts = view.counts()
             spec = experiment.spec
             parallel = spec.parallel_trial_count or 3
             limit = self.executor.max_parallel(experiment)
@@ -456,7 +549,7 @@ class Controller:
             active = counts["pending"] + counts["running"]
             add = parallel - active
             if spec.max_trial_count is not None:
-                add = min(add, spec.max_trial_count - len(trials))
+                add = min(add, spec.max_trial_count - len(view.trials))
             key = (namespace, name)
             if result.finished or active == 0:
                 self._waiting.discard(key)
@@ -466,29 +559,41 @@ class Controller:
                 and key not in self._waiting
                 and not out_of_time
             ):
-                new = self._create_trials(experiment, history, add, exp_status)
+                new = self._create_trials(view, add, exp_status)
                 for trial in new:
-                    self._launch(experiment, trial)
-                trials.extend(new)
+                    self._launch(view, trial)
                 result.created = [t.name for t in new]
-            self._decide(experiment, exp_status, trials)
+            self._decide(view, exp_status)
 
-        exp_status.current_optimal_trial = observation.optimal_trial(experiment, trials)
-        status.aggregate(exp_status, trials)
-        if experiment.status is None or exp_status.to_dict() != stored_status:
-            self.storage.update_experiment_status(name, namespace, exp_status, owner=self.owner)
         experiment.status = exp_status
+        if status.is_experiment_completed(experiment) or view.due(self.lazy_write_seconds):
+            self._write(view, exp_status=exp_status)
+        else:
+            # Only trial starts are unwritten: they go with the next write, or within
+            # LAZY_WRITE_SECONDS (one transaction per trial when trials are short). A
+            # restart in between finds them Created; the executor says where they are.
+            exp_status.current_optimal_trial = view.optimal()
+            view.aggregate(exp_status)
+        result.trials = list(view.trials)
         return result
 
-    def _decide(
-        self, experiment: Experiment, exp_status: ExperimentStatus, trials: list[Trial]
-    ) -> bool:
+    def _forget_stop_requests_of_completed(self, view: ExperimentView) -> None:
+        with self._stop_lock:
+            if not self._stop_requests:
+                return
+            for name in list(self._stop_requests):
+                if view.is_completed(name):
+                    self._stop_requests.discard(name)
+
+    def _decide(self, view: ExperimentView, exp_status: ExperimentStatus) -> bool:
         """Set the experiment's condition; True when it has reached an end."""
-        counts = status.aggregate(exp_status, trials)
+        experiment = view.experiment
+        trials = view.trials
+        counts = view.counts()
         spec = experiment.spec
         done: tuple[ExperimentConditionType, str, str] | None = None
         if trials:
-            best = observation.optimal_trial(experiment, trials)
+            best = view.optimal()
             failed = counts["failed"] + counts["metrics_unavailable"]
             completed = (
                 counts["succeeded"]
@@ -556,17 +661,16 @@ class Controller:
                     "Experiment is running",
                 )
             return False
-        for trial in trials:
-            if not trial.is_completed:
-                self.executor.stop(trial)
-                status.mark_trial(
-                    trial,
-                    TrialConditionType.KILLED,
-                    "TrialKilled",
-                    f"Trial was stopped because the experiment ended ({done[1]})",
-                )
-                self.storage.update_trial_status(trial)
-        status.aggregate(exp_status, trials)
+        for trial in view.open_trials():
+            self.executor.stop(trial)
+            status.mark_trial(
+                trial,
+                TrialConditionType.KILLED,
+                "TrialKilled",
+                f"Trial was stopped because the experiment ended ({done[1]})",
+            )
+            view.changed(trial)
+        view.aggregate(exp_status)
         status.mark_experiment(exp_status, done[0], done[1], done[2])
         return True
 
@@ -583,4 +687,5 @@ class Controller:
         status.mark_experiment(
             exp_status, ExperimentConditionType.FAILED, "ExperimentFailed", message
         )
+        self._views.pop((namespace, name), None)
         self.storage.update_experiment_status(name, namespace, exp_status)

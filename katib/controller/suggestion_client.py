@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -116,12 +116,14 @@ class SuggestionClient:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        fingerprints: Sequence[Hashable] | None = None,
     ) -> SuggestionReply:
+        """`fingerprints`: `trial_fingerprint` of each trial, when the caller keeps them."""
         # The whole history goes with every call (the Katib contract); each trial is
         # serialized once and reused while it does not change.
         request = suggestions_request_bytes(
             experiment_to_pb(experiment, settings),
-            self._trial_bytes.serialize(experiment, trials),
+            self._trial_bytes.serialize(experiment, trials, fingerprints),
             count,
             total,
         )

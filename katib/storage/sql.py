@@ -61,6 +61,45 @@ _TRIAL_TEXT_COLUMNS = (
     sa.cast(trials_table.c.status, sa.Text),
 )
 
+# Statements of the reconcile loop's hot path, built once: building a SQLAlchemy
+# statement costs more than SQLite takes to run it.
+_EC, _TC = experiments.c, trials_table.c
+_SELECT_EXPERIMENT_ID = sa.select(_EC.id).where(
+    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
+)
+_SELECT_EXPERIMENT_OWNER = sa.select(_EC.id, _EC.owner).where(
+    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
+)
+_SELECT_REVISION = sa.select(_EC.revision).where(
+    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
+)
+_BUMP_REVISION = sa.update(experiments).where(_EC.id == sa.bindparam("e_id")).values(
+    revision=_EC.revision + 1
+)
+_BUMP_REVISION_WITH_STATUS = _BUMP_REVISION.values(
+    status=sa.bindparam("e_status", type_=sa.JSON),
+    condition_type=sa.bindparam("e_condition"),
+    updated_at=sa.bindparam("e_updated"),
+)
+_SELECT_REVISION_BY_ID = sa.select(_EC.revision).where(_EC.id == sa.bindparam("e_id"))
+_UPDATE_TRIAL_STATUS = (
+    sa.update(trials_table)
+    .where(_TC.name == sa.bindparam("t_name"), _TC.namespace == sa.bindparam("t_namespace"))
+    .values(
+        status=sa.bindparam("t_status", type_=sa.JSON),
+        condition_type=sa.bindparam("t_condition"),
+        start_time=sa.bindparam("t_start"),
+        completion_time=sa.bindparam("t_completion"),
+    )
+)
+_UPDATE_TRIAL_STATUS_OF = _UPDATE_TRIAL_STATUS.where(_TC.experiment_id == sa.bindparam("e_id"))
+_COUNT_TRIALS = sa.select(sa.func.count()).select_from(trials_table).where(
+    _TC.experiment_id == sa.bindparam("e_id")
+)
+_EXISTING_TRIALS = sa.select(_TC.name, _TC.namespace).where(
+    _TC.name.in_(sa.bindparam("t_names", expanding=True))
+)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_NAME = "katib_migrate"
 _MIGRATION_LOCK_TIMEOUT_S = 60
@@ -254,9 +293,7 @@ class SQLStorage(BaseStorage):
     @staticmethod
     def _experiment_id(conn: Connection, name: str, namespace: str) -> int:
         exp_id = conn.execute(
-            sa.select(experiments.c.id).where(
-                experiments.c.name == name, experiments.c.namespace == namespace
-            )
+            _SELECT_EXPERIMENT_ID, {"e_name": name, "e_namespace": namespace}
         ).scalar()
         if exp_id is None:
             raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
@@ -270,11 +307,10 @@ class SQLStorage(BaseStorage):
         the database's write lock (BEGIN IMMEDIATE). ConflictError when `owner` is
         given and does not hold the experiment.
         """
-        c = experiments.c
-        query = sa.select(c.id, c.owner).where(c.name == name, c.namespace == namespace)
+        query = _SELECT_EXPERIMENT_OWNER
         if conn.dialect.name != "sqlite":
             query = query.with_for_update()
-        row = conn.execute(query).first()
+        row = conn.execute(query, {"e_name": name, "e_namespace": namespace}).first()
         if row is None:
             raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
         if owner is not None and row.owner != owner:
@@ -285,20 +321,23 @@ class SQLStorage(BaseStorage):
         return int(row.id)
 
     @staticmethod
-    def _bump(conn: Connection, exp_id: int, **values: Any) -> int:
-        """Write `values` to the experiment's row with its revision bumped; the new revision.
+    def _bump(conn: Connection, exp_id: int, status: dict[str, Any] | None = None) -> int:
+        """Bump the experiment's revision (and store `status`, if given); the new revision.
 
         The UPDATE holds the row until commit, so concurrent writers of one
         experiment serialise and each sees exactly its own revision.
         """
-        c = experiments.c
-        stmt = sa.update(experiments).where(c.id == exp_id).values(
-            revision=c.revision + 1, **values
-        )
+        params: dict[str, Any] = {"e_id": exp_id}
+        stmt = _BUMP_REVISION
+        if status is not None:
+            stmt = _BUMP_REVISION_WITH_STATUS
+            params.update(
+                e_status=status, e_condition=_latest_condition(status), e_updated=_utcnow()
+            )
         if conn.dialect.update_returning:
-            return int(conn.execute(stmt.returning(c.revision)).scalar_one())
-        conn.execute(stmt)
-        return int(conn.execute(sa.select(c.revision).where(c.id == exp_id)).scalar_one())
+            return int(conn.execute(stmt.returning(_EC.revision), params).scalar_one())
+        conn.execute(stmt, params)
+        return int(conn.execute(_SELECT_REVISION_BY_ID, params).scalar_one())
 
     @staticmethod
     def _experiment_document(experiment: Experiment) -> tuple[dict[str, Any], Any]:
@@ -376,10 +415,9 @@ class SQLStorage(BaseStorage):
         return [self._experiment_from_row(r) for r in rows]
 
     def experiment_revision(self, name: str, namespace: str = "default") -> int:
-        c = experiments.c
         with self._tx() as conn:
             value = conn.execute(
-                sa.select(c.revision).where(c.name == name, c.namespace == namespace)
+                _SELECT_REVISION, {"e_name": name, "e_namespace": namespace}
             ).scalar()
         if value is None:
             raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
@@ -390,7 +428,12 @@ class SQLStorage(BaseStorage):
         name, namespace = experiment.name, experiment.namespace
         with self._tx() as conn:
             exp_id = self._experiment_id(conn, name, namespace)
-            return self._bump(conn, exp_id, spec=doc, updated_at=_utcnow())
+            conn.execute(
+                sa.update(experiments)
+                .where(experiments.c.id == exp_id)
+                .values(spec=doc, updated_at=_utcnow())
+            )
+            return self._bump(conn, exp_id)
 
     def update_experiment_status(
         self, name: str, namespace: str, status: ExperimentStatus, *, owner: str | None = None
@@ -550,39 +593,26 @@ class SQLStorage(BaseStorage):
         message = f"one of the trials {listed} already exists (created concurrently)"
         status_doc = batch.status.to_dict() if batch.status is not None else None
         with self._tx(duplicate=message) as conn:
-            tc = trials_table.c
             if owner is None and expected_count is None:
                 exp_id = self._experiment_id(conn, experiment_name, namespace)
             else:
                 exp_id = self._lock_experiment(conn, experiment_name, namespace, owner)
-            values: dict[str, Any] = {}
-            if status_doc is not None:
-                values = {
-                    "status": status_doc,
-                    "condition_type": _latest_condition(status_doc),
-                    "updated_at": _utcnow(),
-                }
             # The experiment's row first: every writer locks it before any trial row.
-            revision = self._bump(conn, exp_id, **values)
+            revision = self._bump(conn, exp_id, status_doc)
             for trial_name, entries in batch.observations.items():
                 self._insert_observations(conn, trial_name, entries)
             for trial in batch.trial_updates:
-                self._update_trial(conn, trial, tc.experiment_id == exp_id)
+                self._update_trial(conn, trial, exp_id)
             if rows:
                 if expected_count is not None:
-                    count = conn.execute(
-                        sa.select(sa.func.count()).select_from(trials_table)
-                        .where(tc.experiment_id == exp_id)
-                    ).scalar_one()
+                    count = conn.execute(_COUNT_TRIALS, {"e_id": exp_id}).scalar_one()
                     if count != expected_count:
                         raise ConflictError(
                             f"experiment {namespace}/{experiment_name} has {count} trials, "
                             f"not the {expected_count} these new trials were planned on; "
                             "another controller created trials concurrently"
                         )
-                existing = conn.execute(
-                    sa.select(tc.name, tc.namespace).where(tc.name.in_(names))
-                ).first()
+                existing = conn.execute(_EXISTING_TRIALS, {"t_names": names}).first()
                 if existing is not None:
                     raise AlreadyExistsError(
                         f'trial "{existing.name}" already exists'
@@ -612,19 +642,21 @@ class SQLStorage(BaseStorage):
         }
 
     @staticmethod
-    def _update_trial(conn: Connection, trial: Trial, *where: Any) -> None:
+    def _update_trial(conn: Connection, trial: Trial, exp_id: int | None = None) -> None:
+        """Store the trial's status (only if it belongs to experiment `exp_id`, if given)."""
         status = trial.status.to_dict()
-        tc = trials_table.c
-        result = conn.execute(
-            sa.update(trials_table)
-            .where(tc.name == trial.name, tc.namespace == trial.namespace, *where)
-            .values(
-                status=status,
-                condition_type=_latest_condition(status),
-                start_time=_parse_status_time(trial.status.start_time),
-                completion_time=_parse_status_time(trial.status.completion_time),
-            )
-        )
+        params: dict[str, Any] = {
+            "t_name": trial.name,
+            "t_namespace": trial.namespace,
+            "t_status": status,
+            "t_condition": _latest_condition(status),
+            "t_start": _parse_status_time(trial.status.start_time),
+            "t_completion": _parse_status_time(trial.status.completion_time),
+        }
+        stmt = _UPDATE_TRIAL_STATUS
+        if exp_id is not None:
+            stmt, params["e_id"] = _UPDATE_TRIAL_STATUS_OF, exp_id
+        result = conn.execute(stmt, params)
         if result.rowcount != 1:
             raise NotFoundError(
                 f'trial "{trial.name}" not found in namespace "{trial.namespace}"'

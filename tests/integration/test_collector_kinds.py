@@ -184,6 +184,7 @@ class ModeSuggestions:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        **_: Any,
     ) -> SuggestionReply:
         picked = self.modes[len(trials) : len(trials) + count]
         values = [{"mode": m} for m in picked]

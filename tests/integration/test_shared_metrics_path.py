@@ -59,6 +59,7 @@ class Suggestions:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        **_: Any,
     ) -> SuggestionReply:
         values = [{"x": f"0.{len(trials) + i + 1}"} for i in range(count)]
         return SuggestionReply(values, [None] * count, [{}] * count)

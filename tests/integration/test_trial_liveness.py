@@ -46,6 +46,7 @@ class Suggestions:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        **_: Any,
     ) -> SuggestionReply:
         values = [{"x": "0.5"} for _ in range(count)]
         return SuggestionReply(values, [None] * count, [{}] * count)

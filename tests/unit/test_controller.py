@@ -83,6 +83,7 @@ class StubSuggestions:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        **_: Any,
     ) -> SuggestionReply:
         self.requests.append(count)
         remaining = count if self.limit is None else min(count, self.limit - len(trials))

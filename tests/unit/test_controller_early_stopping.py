@@ -86,6 +86,7 @@ class Suggestions:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        **_: Any,
     ) -> SuggestionReply:
         points = [{"x": next(self.values)} for _ in range(count)]
         return SuggestionReply(points, [None] * count, [{}] * count)
@@ -230,6 +231,7 @@ def test_rules_service_down_creates_no_trial(tmp_path: Path) -> None:
 
 def test_set_trial_status_stops_a_running_trial(tmp_path: Path) -> None:
     controller, executor, storage = make(tmp_path, ["0.3"], Rules(), maxTrialCount=1)
+    controller.lazy_write_seconds = 0.0  # store "Running" on the pass that sees it
     controller.reconcile("exp")
     controller.reconcile("exp")
     (trial,) = storage.list_trials("exp")

@@ -53,7 +53,9 @@ class Stub:
     def validate(self, experiment: Experiment) -> None:
         return None
 
-    def get_suggestions(self, experiment: Any, trials: Any, count: int, *rest: Any) -> Any:
+    def get_suggestions(
+        self, experiment: Any, trials: Any, count: int, *rest: Any, **_: Any
+    ) -> Any:
         from katib.controller.suggestion_client import SuggestionReply
 
         values = []

@@ -87,6 +87,7 @@ class RecordingSuggestions:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        **_: Any,
     ) -> SuggestionReply:
         self.histories.append([t.name for t in trials])
         values = []

@@ -319,6 +319,7 @@ class InProcessSuggestions:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        **_: Any,
     ) -> SuggestionReply:
         info = experiment_from_proto(experiment_to_pb(experiment, settings))
         records = [trial_from_proto(t, info.objective_metric_name)

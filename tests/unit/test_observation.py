@@ -213,7 +213,9 @@ def test_controller_marks_trials_by_strategy_value(tmp_path: Path) -> None:
         def validate(self, experiment: Experiment) -> None:
             return None
 
-        def get_suggestions(self, experiment: Experiment, trials: Any, count: int, *a: Any) -> Any:
+        def get_suggestions(
+            self, experiment: Experiment, trials: Any, count: int, *a: Any, **_: Any
+        ) -> Any:
             from katib.controller.suggestion_client import SuggestionReply
 
             values = [{"x": x} for x in "abc"[len(trials) : len(trials) + count]]
