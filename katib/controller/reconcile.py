@@ -1,12 +1,19 @@
 """The reconcile loop: from stored state to the next action, one pass at a time.
 
-Each pass reads the experiment and its trials from storage, asks the executor
-where each unfinished trial is, records outcomes, decides whether the experiment
-is done (Katib's order: goal, failure budget, trial budget), and otherwise asks
-the suggestion service for as many new trials as the parallel and total budgets
-allow. New trials are stored (condition Created) before they are launched, and
-launching is idempotent, so a pass may be cut off at any instant and simply run
-again.
+Each pass starts from the experiment and its trials as stored (kept in memory
+between passes and read again only when another writer has changed them, see
+katib.controller.experiment_view), asks the executor where each unfinished trial
+is, records outcomes, decides whether the experiment is done (Katib's order: goal,
+failure budget, trial budget), and otherwise asks the suggestion service for as
+many new trials as the parallel and total budgets allow. New trials are stored
+(condition Created) before they are launched, and launching is idempotent, so a
+pass may be cut off at any instant and simply run again.
+
+A pass writes once, in one transaction: the outcomes it recorded (with the metrics
+the executor spooled, acknowledged only after that commit), the new trials and the
+experiment's status. That a trial has started may wait for the next write, or at
+most LAZY_WRITE_SECONDS; a restart in between finds it Created and asks the
+executor, which knows it is running.
 
 Early stopping (Katib's flow, reference 1.4 and 4.3): when the experiment has
 spec.earlyStopping, every batch of new trials carries the rules GetEarlyStoppingRules
@@ -250,7 +257,9 @@ class Controller:
     ) -> None:
         experiment = view.experiment
         names = list(observation.strategies_of(experiment))
-        entries = self.storage.get_observation_log(trial.name)
+        entries = (
+            [] if outcome.unreported_is_whole else self.storage.get_observation_log(trial.name)
+        )
         if outcome.unreported:
             # Stored with this pass's write and acknowledged after it (see _write).
             spooled = _numbered(entries, list(outcome.unreported))
@@ -466,9 +475,8 @@ class Controller:
         return view
 
     def reconcile(self, name: str, namespace: str = "default") -> PassResult:
-        view = self._view(name, namespace)
         try:
-            return self._reconcile(view)
+            return self._reconcile(self._view(name, namespace))
         except BaseException:
             # Changes made in memory may not have been stored: start the next pass afresh.
             self._views.pop((namespace, name), None)

@@ -83,6 +83,9 @@ class TrialOutcome:
     heartbeat: datetime | None = None
     #: The collector sends heartbeats, so a heartbeat that stops changing means it is gone.
     watch_heartbeat: bool = False
+    #: Every observation the trial made is in `unreported` (none reached storage another
+    #: way), so the controller builds the observation without reading the stored log.
+    unreported_is_whole: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -79,8 +79,13 @@ class FakeExecutor(BaseExecutor):
             message="" if state.run.exit_code == 0 else f"exit code {state.run.exit_code}",
             unreported=entries,
         )
-        state.run = FakeRun(exit_code=state.run.exit_code)  # metrics are delivered once
         return outcome
+
+    def acknowledge(self, trial: Trial) -> None:
+        """The spool is stored: later polls return no metrics (as a real executor's)."""
+        state = self.trials.get(trial.name)
+        if state is not None:
+            state.run = FakeRun(exit_code=state.run.exit_code)
 
     def stop(self, trial: Trial) -> None:
         state = self.trials.get(trial.name)

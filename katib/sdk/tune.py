@@ -427,10 +427,17 @@ class _Progress:
     def update(self, result: PassResult) -> None:
         if self._bar is None:
             return
-        done = sum(1 for t in result.trials if t.is_completed)
         objective = result.experiment.spec.objective
         best = None
         exp_status = result.experiment.status
+        # The pass's aggregated counts: no walk over the history on every pass.
+        done = (
+            (exp_status.trials or 0)
+            - (exp_status.trials_pending or 0)
+            - (exp_status.trials_running or 0)
+            if exp_status is not None
+            else 0
+        )
         optimal = exp_status.current_optimal_trial if exp_status else None
         if optimal is not None and optimal.observation is not None and objective is not None:
             for metric in optimal.observation.metrics:
@@ -570,7 +577,9 @@ def tune(
         def on_pass(result: PassResult) -> None:
             assert bar is not None
             bar.update(result)
-            if not result.completed and not result.created and not result.finished:
+            # Until a trial ends there is nothing to do: every free worker has just been
+            # given a trial (a pass right after launching would only find them running).
+            if not result.completed and not result.finished:
                 executor.wait(WAIT_SECONDS)
 
         final = runtime.run(
