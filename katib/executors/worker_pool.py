@@ -21,9 +21,14 @@ experiment's filters (StdOut collector); `katib.report_metrics({...})`, which in
 records in-process instead of calling DBManager; and the function's return value (a
 number is the objective metric, a dict maps metric names to numbers).
 
-Restarts: a trial directory holds `launched` once the trial was sent to a worker and
-`result.json` once it ended, so a new executor answers FINISHED (with any observations
-not yet acknowledged) or LOST (its pool died with the process that owned it).
+Restarts: a trial directory holds `launched` from before its function started and
+`result.json` once it ended and any observations it made were stored (acknowledged), so
+a new executor answers FINISHED or LOST (its pool died with the process that owned it,
+or its observations died with the controller before they were stored).
+
+Per trial the controller touches no disk: the worker makes the trial directory and its
+marker before it runs the function, and writes result.json itself (for an
+acknowledgement, on a message; a retired worker's unwritten ones are written here).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,6 +60,7 @@ from katib.executors.base import (
     TrialOutcome,
     TrialPhase,
 )
+from katib.executors.worker_process import LOG, MARKER, RESULT, missing_objective_reason
 from katib.executors.worker_process import rss_bytes as _rss_bytes
 from katib.storage.base import MetricLogEntry
 
@@ -126,6 +133,9 @@ class _Worker:
     started: float | None = None
     sent: float = 0.0
     dead: bool = False
+    #: acknowledgements sent for it to write (trial -> directory, record), until it answers
+    #: anything after them (it handles messages in order) or is retired (then written here)
+    acks: dict[str, tuple[Path, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,6 +148,8 @@ class _Run:
     parse: bool
     worker: _Worker | None
     outcome: TrialOutcome | None = None
+    #: result.json holds the final outcome (or a worker was sent it to write)
+    on_disk: bool = False
 
 
 class WorkerPoolExecutor(BaseExecutor):
@@ -159,6 +171,7 @@ class WorkerPoolExecutor(BaseExecutor):
         self.size = max(1, size)
         self.preload = tuple(preload)
         self.python = python or sys.executable
+        self._spares = self.root / ".spares"  # each worker's next trial directory
         self._functions: dict[tuple[str, str], FunctionSpec] = {}
         self._workers: list[_Worker] = []
         self._runs: dict[str, _Run] = {}
@@ -192,7 +205,7 @@ class WorkerPoolExecutor(BaseExecutor):
         return self.root / trial.namespace / trial.name
 
     def log_path(self, trial: Trial) -> Path:
-        return self.trial_dir(trial) / "trial.log"
+        return self.trial_dir(trial) / LOG
 
     def max_parallel(self, experiment: Experiment) -> int | None:
         return self.size
@@ -207,7 +220,7 @@ class WorkerPoolExecutor(BaseExecutor):
         paths = [p or os.getcwd() for p in sys.path]
         env["PYTHONPATH"] = os.pathsep.join(paths)
         argv = [self.python, "-u", "-m", "katib.executors.worker_process", str(child_end.fileno())]
-        argv += [f"--parent={os.getpid()}"]
+        argv += [f"--parent={os.getpid()}", f"--spares={self._spares}"]
         argv += [f"--preload={m}" for m in self.preload]
         try:
             process = subprocess.Popen(
@@ -254,6 +267,11 @@ class WorkerPoolExecutor(BaseExecutor):
                 worker.process.wait(timeout=10)
             worker.conn.close()
             self._workers = [w for w in self._workers if w is not worker]
+            for directory, text in worker.acks.values():
+                with contextlib.suppress(OSError):  # the trial is stored: only a restart asks
+                    self._write_text(directory, text)
+            worker.acks.clear()
+            shutil.rmtree(self._spares / str(worker.process.pid), ignore_errors=True)
             if replace and len(self._live_workers()) < self.size:
                 with contextlib.suppress(ExecutorError):  # the next launch says why
                     self._spawn()
@@ -264,7 +282,9 @@ class WorkerPoolExecutor(BaseExecutor):
         if trial.name in self._runs:
             return
         directory = self.trial_dir(trial)
-        if (directory / "launched").exists() or (directory / "result.json").exists():
+        if os.path.isdir(directory) and (
+            (directory / MARKER).exists() or (directory / RESULT).exists()
+        ):
             return
         key = (trial.namespace, context.experiment.name)
         spec = self._functions.get(key)
@@ -284,17 +304,17 @@ class WorkerPoolExecutor(BaseExecutor):
             a.name: typed_value(a.value, specs.get(a.name))
             for a in trial.spec.parameter_assignments
         }
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "launched").write_text(str(worker.process.pid))
         message = {
             "trial": trial.name,
             "digest": spec.digest,
             "function": None if spec.digest in worker.loaded else spec.function,
             "params": params,
-            "log": str(directory / "trial.log"),
+            "dir": str(directory),  # the worker makes it, with `launched`, before the call
             "names": names,
             "filters": filters,
             "parse": parse,
+            "limit": spec.memory_limit_mb,
+            "timed": spec.trial_timeout is not None,  # say when the call starts
         }
         run = _Run(trial, directory, spec, names, filters, parse, worker)
         self._runs[trial.name] = run
@@ -345,6 +365,7 @@ class WorkerPoolExecutor(BaseExecutor):
                 else:
                     self._retire(worker)
                 return
+            worker.acks.clear()  # answers come after it handled every earlier message
             run = self._runs.get(message.get("trial", ""))
             if run is None or run.worker is not worker:
                 continue
@@ -423,34 +444,16 @@ class WorkerPoolExecutor(BaseExecutor):
         self._end(run, outcome, self._parse_log(run))
 
     def _on_done(self, run: _Run, message: Mapping[str, Any]) -> None:
+        """The worker's outcome record (worker_process.outcome_record) becomes the outcome."""
         worker = run.worker
         assert worker is not None
-        metrics: list[MetricLogEntry] = [
-            MetricLogEntry(metric_name=n, value=v, timestamp=t) for n, v, t in message["metrics"]
-        ]
-        error: str = message.get("error") or ""
-        rss: int | None = message.get("rss")
-        limit = run.spec.memory_limit_mb
         worker.trial, worker.started = None, None
-        if message.get("exit_code") is not None:
-            # SystemExit: the worker leaves after replying, like a process would
+        if message["exit"] or message["leaked"]:
+            # SystemExit: the worker leaves after replying, like a process would; a worker
+            # over its memory limit after the trial is replaced
             self._retire(worker)
-        if limit is not None and rss is not None and rss > limit * 2**20:
-            self._retire(worker)
-            outcome = TrialOutcome(
-                TrialPhase.FINISHED,
-                exit_code=1,
-                message=f"RSS exceeded: the worker held {rss / 2**20:.0f} MB after the trial, "
-                f"more than the limit of {limit:g} MB (a leak?); it was replaced",
-            )
-        elif error:
-            code = message.get("exit_code")
-            outcome = TrialOutcome(
-                TrialPhase.FINISHED, exit_code=code if code else 1, message=error
-            )
-        else:
-            outcome = TrialOutcome(TrialPhase.FINISHED, exit_code=0)
-        self._end(run, outcome, metrics)
+        outcome = _outcome(message["record"])
+        self._end(run, outcome, outcome.unreported, written=message["written"])
 
     def _parse_log(self, run: _Run) -> list[MetricLogEntry]:
         """Metrics printed by a trial whose worker died or was killed before it replied."""
@@ -462,7 +465,7 @@ class WorkerPoolExecutor(BaseExecutor):
         now = datetime.now(UTC)
         entries: list[MetricLogEntry] = []
         try:
-            with open(run.directory / "trial.log", "rb") as log:
+            with open(run.directory / LOG, "rb") as log:
                 for line in log:
                     for parsed in parser.parse_bytes(line.rstrip(b"\n"), now):
                         entries.append(
@@ -472,72 +475,87 @@ class WorkerPoolExecutor(BaseExecutor):
             return []
         return entries
 
-    def _end(self, run: _Run, outcome: TrialOutcome, metrics: list[MetricLogEntry]) -> None:
+    def _end(
+        self,
+        run: _Run,
+        outcome: TrialOutcome,
+        metrics: list[MetricLogEntry],
+        written: bool = False,
+    ) -> None:
+        """``written``: the worker wrote result.json already."""
         outcome.unreported = metrics
+        outcome.unreported_is_whole = True  # a function trial reports nothing to DBManager
         if outcome.exit_code == 0 and not outcome.signal and run.names:
             seen = {m.metric_name for m in metrics}
             if run.names[0] not in seen:
-                outcome.metrics_reason = (
-                    "the function returned no value for it, did not call report_metrics with "
-                    "it" + (", and printed no line with it" if run.parse else "")
-                )
+                outcome.metrics_reason = missing_objective_reason(run.parse)
         run.outcome = outcome
         if run.worker is not None and run.worker.trial == run.trial.name:
             run.worker.trial = None
-        if not metrics:
+        if not written and not metrics:
             self._write_result(run.directory, outcome)
-        # else: written once by acknowledge, after the controller has stored the metrics
+        # else: written once acknowledged, after the controller has stored the metrics
         # (a crash in between leaves the trial LOST, like one that was still running)
+        run.on_disk = written or not metrics
 
     # --- state on disk -------------------------------------------------------------------
+    @classmethod
+    def _write_result(cls, directory: Path, outcome: TrialOutcome) -> None:
+        cls._write_text(directory, json.dumps(_record(outcome)))
+
     @staticmethod
-    def _write_result(directory: Path, outcome: TrialOutcome) -> None:
-        record = {
-            "exit_code": outcome.exit_code,
-            "signal": outcome.signal,
-            "message": outcome.message,
-            "metrics_reason": outcome.metrics_reason,
-            "unreported": [
-                [m.metric_name, m.value, m.timestamp.isoformat()] for m in outcome.unreported
-            ],
-        }
+    def _write_text(directory: Path, text: str) -> None:
         tmp = directory / f"result.json.{threading.get_ident()}.tmp"  # one per writing thread
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, directory / "result.json")
+        try:
+            tmp.write_text(text)
+        except FileNotFoundError:  # its worker died before it made the directory
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text)
+        os.replace(tmp, directory / RESULT)
 
     def _from_files(self, trial: Trial) -> TrialOutcome:
         directory = self.trial_dir(trial)
+        if not os.path.isdir(directory):
+            return TrialOutcome(TrialPhase.NOT_STARTED)
         try:
-            record = json.loads((directory / "result.json").read_text())
+            record = json.loads((directory / RESULT).read_text())
         except (OSError, ValueError):
-            if (directory / "launched").exists():
+            if (directory / MARKER).exists():
                 return TrialOutcome(
                     TrialPhase.LOST,
                     message="its worker pool ended with the process that ran it",
                 )
             return TrialOutcome(TrialPhase.NOT_STARTED)
-        return TrialOutcome(
-            TrialPhase.FINISHED,
-            exit_code=record.get("exit_code"),
-            signal=record.get("signal"),
-            message=record.get("message", ""),
-            metrics_reason=record.get("metrics_reason", ""),
-            unreported=[
-                MetricLogEntry(n, v, datetime.fromisoformat(t))
-                for n, v, t in record.get("unreported", [])
-            ],
-        )
+        return _outcome(record)
 
     def acknowledge(self, trial: Trial) -> None:
         run = self._runs.get(trial.name)
-        outcome = run.outcome if run is not None else None
-        if outcome is None:
-            outcome = self._from_files(trial)
-            if outcome.phase != TrialPhase.FINISHED:
-                return
-        if outcome.unreported or run is not None:
+        if run is not None and run.outcome is not None:
+            run.outcome.unreported = []
+            run.outcome.unreported_is_whole = False  # what it reported is stored now
+            if not run.on_disk:
+                run.on_disk = True
+                self._acknowledge(run)
+            return
+        outcome = self._from_files(trial)
+        if outcome.phase == TrialPhase.FINISHED and (outcome.unreported or run is not None):
             outcome.unreported = []
             self._write_result(self.trial_dir(trial), outcome)
+
+    def _acknowledge(self, run: _Run) -> None:
+        """Have an idle worker write the final result.json (here if none is idle)."""
+        assert run.outcome is not None
+        text = json.dumps(_record(run.outcome))
+        idle = [w for w in self._workers if not w.dead and w.trial is None]
+        idle.sort(key=lambda w: w is not run.worker)  # its own worker first
+        for worker in idle[:1]:
+            try:
+                worker.conn.send({"ack": str(run.directory), "record": text})
+            except (OSError, ValueError):
+                break  # dead: replaced by the next launch
+            worker.acks[run.trial.name] = (run.directory, text)
+            return
+        self._write_text(run.directory, text)
 
     # --- stop ----------------------------------------------------------------------------
     def stop(self, trial: Trial) -> None:
@@ -557,3 +575,32 @@ class WorkerPoolExecutor(BaseExecutor):
     def close(self) -> None:
         for worker in list(self._workers):
             self._retire(worker, replace=False)
+        with contextlib.suppress(OSError):
+            self._spares.rmdir()  # unless another pool's workers keep spares there
+
+
+def _record(outcome: TrialOutcome) -> dict[str, Any]:
+    """A finished trial's outcome as result.json holds it."""
+    return {
+        "exit_code": outcome.exit_code,
+        "signal": outcome.signal,
+        "message": outcome.message,
+        "metrics_reason": outcome.metrics_reason,
+        "unreported": [
+            [m.metric_name, m.value, m.timestamp.isoformat()] for m in outcome.unreported
+        ],
+    }
+
+
+def _outcome(record: Mapping[str, Any]) -> TrialOutcome:
+    return TrialOutcome(
+        TrialPhase.FINISHED,
+        exit_code=record.get("exit_code"),
+        signal=record.get("signal"),
+        message=record.get("message", ""),
+        metrics_reason=record.get("metrics_reason", ""),
+        unreported=[
+            MetricLogEntry(n, v, datetime.fromisoformat(t))
+            for n, v, t in record.get("unreported", [])
+        ],
+    )

@@ -1,19 +1,32 @@
 """The worker side of katib.executors.worker_pool: one warm process running trial calls.
 
-Started as `python -u -m katib.executors.worker_process FD --parent=PID [--preload=M]`,
-it imports only what running a call needs (cloudpickle, the metric parsers), so it is
-ready quickly and its resident memory starts small. It reads one message per trial
-from the socket FD, runs the call with fds 1 and 2 on the trial's log, and answers with
-the metrics (printed, reported, returned), the error if any and its RSS. It dies with
-the pool's process (PR_SET_PDEATHSIG on Linux) and leaves when the socket closes.
+Started as `python -u -m katib.executors.worker_process FD --parent=PID [--spares=DIR]
+[--preload=M]`, it imports only what running a call needs (cloudpickle, the metric
+parsers), so it is ready quickly and its resident memory starts small. It reads one
+message per trial from the socket FD, runs the call with fds 1 and 2 on the trial's
+log, and answers with the outcome record (metrics printed, reported and returned, the
+error if any) and its RSS. It dies with the pool's process (PR_SET_PDEATHSIG on Linux)
+and leaves when the socket closes.
+
+The trial's files are the worker's job, so the pool's process (the controller) touches
+no disk per trial. Creating a file or directory costs far more than renaming one on
+slow disks, so while idle the worker prepares a spare directory (``DIR/<pid>``, with
+the `launched` marker, an empty log and a result temporary) and a trial starts by
+renaming it to the trial's directory: the directory and its marker appear together,
+before the function runs, so "no marker" still means "the function never started".
+The result is written here too: at once when there is nothing for the controller to
+store, else when the controller acknowledges it (an ``ack`` message).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import sys
 import traceback
@@ -24,6 +37,12 @@ from pathlib import Path
 from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+#: Names inside a trial directory (shared with katib.executors.worker_pool).
+MARKER = "launched"  # the function may have started
+RESULT = "result.json"  # the trial ended (and its observations were stored, if any)
+LOG = "trial.log"
+_RESULT_TMP = "result.json.worker.tmp"
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -84,6 +103,125 @@ def _returned_metrics(value: Any, objective: str) -> list[tuple[str, str]]:
     return result
 
 
+def missing_objective_reason(parse: bool) -> str:
+    """Why a trial that succeeded has no value for its objective metric."""
+    return "the function returned no value for it, did not call report_metrics with it" + (
+        ", and printed no line with it" if parse else ""
+    )
+
+
+def outcome_record(
+    reply: Mapping[str, Any], names: Sequence[str], parse: bool, limit_mb: float | None
+) -> tuple[dict[str, Any], bool]:
+    """The trial's outcome as result.json holds it, and whether the worker must be replaced.
+
+    Replaced: the memory limit is exceeded after the trial (a leak would pile up).
+    """
+    metrics: list[tuple[str, str, datetime]] = reply["metrics"]
+    error: str = reply.get("error") or ""
+    rss: int | None = reply.get("rss")
+    code: int | None = reply.get("exit_code")
+    record: dict[str, Any] = {"exit_code": 0, "signal": None, "message": "", "metrics_reason": ""}
+    leaked = limit_mb is not None and rss is not None and rss > limit_mb * 2**20
+    if leaked:
+        record["exit_code"] = 1
+        record["message"] = (
+            f"RSS exceeded: the worker held {(rss or 0) / 2**20:.0f} MB after the trial, "
+            f"more than the limit of {limit_mb:g} MB (a leak?); it was replaced"
+        )
+    elif error:
+        record["exit_code"] = code if code else 1
+        record["message"] = error
+    elif names and names[0] not in {m[0] for m in metrics}:
+        record["metrics_reason"] = missing_objective_reason(parse)
+    record["unreported"] = [[n, v, t.isoformat()] for n, v, t in metrics]
+    return record, leaked
+
+
+def write_result(directory: str, text: str, tmp: str = _RESULT_TMP) -> None:
+    """result.json, atomically (a temporary renamed over it)."""
+    path = os.path.join(directory, tmp)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(path, os.path.join(directory, RESULT))
+
+
+class _Spare:
+    """A trial directory made ahead of time, renamed into place when a trial starts."""
+
+    def __init__(self, parent: str | None) -> None:
+        self.parent = parent
+        self.path = os.path.join(parent, str(os.getpid())) if parent else None
+        self.ready = False
+
+    def sweep(self) -> None:
+        """Remove spares of workers that are gone (killed with a crashed controller)."""
+        if self.parent is None:
+            return
+        with contextlib.suppress(OSError):
+            os.makedirs(self.parent, exist_ok=True)
+            for name in os.listdir(self.parent):
+                if name.isdigit() and (int(name) == os.getpid() or not _alive(int(name))):
+                    shutil.rmtree(os.path.join(self.parent, name), ignore_errors=True)
+
+    def prepare(self) -> None:
+        if self.path is None or self.ready:
+            return
+        try:
+            os.mkdir(self.path)
+        except FileExistsError:
+            pass  # left over by a failed attempt: its files are rewritten below
+        except OSError:
+            return
+        try:
+            _create(os.path.join(self.path, MARKER), str(os.getpid()).encode())
+            _create(os.path.join(self.path, LOG), b"")
+            _create(os.path.join(self.path, _RESULT_TMP), b"")
+        except OSError:
+            return
+        self.ready = True
+
+    def take(self, directory: str) -> None:
+        """Make ``directory`` with its `launched` marker (before the function runs)."""
+        if self.ready and self.path is not None:
+            for attempt in range(2):
+                try:
+                    os.rename(self.path, directory)  # fails if it exists and is not empty
+                except FileNotFoundError:
+                    if attempt:
+                        break
+                    with contextlib.suppress(OSError):
+                        os.makedirs(os.path.dirname(directory), exist_ok=True)
+                    continue
+                except OSError:
+                    break
+                self.ready = False
+                return
+        os.makedirs(directory, exist_ok=True)
+        _create(os.path.join(directory, MARKER), str(os.getpid()).encode())
+
+
+def _create(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         try:
@@ -99,7 +237,8 @@ def _run_one(
     global _REPORTED
     trial = message["trial"]
     reply: dict[str, Any] = {"event": "done", "trial": trial, "metrics": [], "error": ""}
-    log_fd = os.open(message["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = os.path.join(message["dir"], LOG)
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log_fd, 1)
@@ -146,8 +285,8 @@ def _run_one(
         parser = TextParser(names, message["filters"] or None)
         now = datetime.now(UTC)
         printed = []
-        with open(message["log"], "rb") as log:
-            for line in log:
+        with open(log, "rb") as lines:
+            for line in lines:
                 for parsed in parser.parse_bytes(line.rstrip(b"\n"), now):
                     printed.append((parsed.name, parsed.value, parsed.timestamp))
         metrics = printed + metrics
@@ -167,6 +306,7 @@ def _quiet() -> None:
 def main(argv: Sequence[str]) -> int:
     fd = int(argv[0])
     parent = next((int(a.split("=", 1)[1]) for a in argv[1:] if a.startswith("--parent=")), 0)
+    spares = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--spares=")), None)
     _die_with_parent()
     if parent and os.getppid() != parent:
         return 0  # the pool's process died before we could ask to follow it
@@ -182,17 +322,44 @@ def main(argv: Sequence[str]) -> int:
 
     import metrics_collector.parsers  # noqa: F401
 
+    spare = _Spare(spares)
+    spare.sweep()
+    spare.prepare()
     functions: dict[str, Callable[..., Any]] = {}
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError, pickle.UnpicklingError):
             return 0
-        conn.send({"event": "started", "trial": message["trial"]})
+        if "ack" in message:
+            try:
+                write_result(message["ack"], message["record"])
+            except OSError:
+                return 1  # the pool writes it when it replaces this worker
+            continue
+        spare.take(message["dir"])
+        if message["timed"]:
+            conn.send({"event": "started", "trial": message["trial"]})
         reply = _run_one(message, functions)
-        conn.send(reply)
+        record, leaked = outcome_record(
+            reply, message["names"], message["parse"], message["limit"]
+        )
+        written = not record["unreported"]
+        if written:
+            write_result(message["dir"], json.dumps(record))  # else at the controller's ack
+        conn.send(
+            {
+                "event": "done",
+                "trial": message["trial"],
+                "record": record,
+                "written": written,
+                "leaked": leaked,
+                "exit": "exit_code" in reply,
+            }
+        )
         if "exit_code" in reply:
             return int(reply["exit_code"] or 0)
+        spare.prepare()
 
 
 if __name__ == "__main__":

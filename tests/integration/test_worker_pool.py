@@ -103,6 +103,14 @@ def _run(pool: WorkerPoolExecutor, trial: Trial, context: LaunchContext) -> Tria
     raise AssertionError(f"{trial.name} did not finish")
 
 
+def _wait_for_output(pool: WorkerPoolExecutor, trial: Trial) -> None:
+    deadline = time.monotonic() + 30
+    path = pool.log_path(trial)
+    while not (path.exists() and "pid=" in path.read_text()):
+        assert time.monotonic() < deadline, f"{trial.name} printed nothing"
+        pool.wait(0.02)
+
+
 def _pid(pool: WorkerPoolExecutor, trial: Trial) -> int:
     text = pool.log_path(trial).read_text()
     return int(text.split("pid=")[1].split()[0])
@@ -143,6 +151,7 @@ def test_state_survives_a_new_executor(
     assert outcome.unreported  # not yet acknowledged
     sleeping = _trial("t-sleep", "sleep")
     pool.launch(sleeping, context)
+    _wait_for_output(pool, sleeping)  # its function runs (before that it is NotStarted)
     pool.close()  # the process that owned the pool is gone
 
     fresh = WorkerPoolExecutor(tmp_path / "trials", size=1)
