@@ -44,6 +44,18 @@ BUCKETS = {
 _OPTIMAL_CANDIDATES = ("succeeded", "early_stopped")
 
 
+def essentials(status: ExperimentStatus | None) -> Hashable:
+    """What of a status is not derived from the trials: conditions, settings and times."""
+    if status is None:
+        return None
+    return (
+        tuple((c.type, c.status, c.reason, c.message) for c in status.conditions),
+        tuple((s.name, s.value) for s in status.algorithm_settings or ()),
+        status.start_time,
+        status.completion_time,
+    )
+
+
 class ExperimentView:
     """One experiment as the controller last wrote or read it, with unwritten changes.
 
@@ -70,6 +82,9 @@ class ExperimentView:
         self.saved_status: dict[str, Any] | None = (
             experiment.status.to_dict() if experiment.status is not None else None
         )
+        self._saved_essentials = essentials(experiment.status)
+        # Since when the stored counts, trial lists or optimum lag the trials (None: they don't).
+        self._derived_since: float | None = None
         self._updates: dict[str, Trial] = {}
         self._observations: dict[str, list[MetricLogEntry]] = {}
         self._acknowledge: list[Trial] = []
@@ -101,6 +116,7 @@ class ExperimentView:
             self._names.append(trial.name)
             self._buckets.append("pending")
             self._open.append(len(self.trials) - 1)
+            self._derived_changed()
         self.refresh()
 
     def is_completed(self, trial_name: str) -> bool:
@@ -119,7 +135,9 @@ class ExperimentView:
         for i in self._open:
             trial = self.trials[i]
             bucket = BUCKETS[trial.condition]
-            self._buckets[i] = bucket
+            if bucket != self._buckets[i]:
+                self._buckets[i] = bucket
+                self._derived_changed()
             if not trial.is_completed:
                 still_open.append(i)
                 continue
@@ -156,6 +174,24 @@ class ExperimentView:
             or (value == best[0] and index < best[1])
         ):
             self._best = (value, index)
+
+    def _derived_changed(self) -> None:
+        if self._derived_since is None:
+            self._derived_since = time.monotonic()
+
+    def status_due(self, status: ExperimentStatus, lazy_seconds: float) -> bool:
+        """Must the status be written now? Yes when its conditions, settings or times
+        changed; changed counts, trial lists and optimum may wait `lazy_seconds` (they
+        follow from the stored trials, and the status's JSON grows with the history)."""
+        if essentials(status) != self._saved_essentials:
+            return True
+        since = self._derived_since
+        return since is not None and time.monotonic() - since >= lazy_seconds
+
+    def status_saved(self, status: ExperimentStatus, document: dict[str, Any]) -> None:
+        self.saved_status = document
+        self._saved_essentials = essentials(status)
+        self._derived_since = None
 
     def fingerprints(self) -> list[Hashable]:
         """`trial_fingerprint` of every history trial; completed ones computed once."""

@@ -48,6 +48,7 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from katib import errors
 from katib.api.models import (
@@ -380,14 +381,18 @@ class Controller:
                 len(history) + count,
                 settings,
                 fingerprints=view.fingerprints(),
+                # What this pass has recorded is stored while the algorithm works.
+                while_waiting=lambda: self._write(view, exp_status=exp_status),
             )
         except errors.SearchSpaceExhaustedError as exc:
             self._exhausted.add(key)
             log.info("%s/%s: %s", *key, exc)
             return []
+        settings_changed = False
         if reply.settings:
             merged = dict(settings)
             merged.update(reply.settings)
+            settings_changed = merged != dict(settings)
             exp_status.algorithm_settings = [
                 AlgorithmSetting(name=k, value=v) for k, v in merged.items()
             ]
@@ -415,9 +420,15 @@ class Controller:
         if new:
             planned_on = len(history)
             view.add(new)
-            # The new trials, what this pass has changed so far and the status with the
-            # algorithm's new settings are stored together: none without the others.
-            self._write(view, new=new, exp_status=exp_status, expected_count=planned_on)
+            # The new trials go with the algorithm's new settings (none without the
+            # other); the counts in the status may wait for the next write.
+            self._write(
+                view,
+                new=new,
+                exp_status=exp_status if settings_changed else None,
+                force_status=True,
+                expected_count=planned_on,
+            )
             crash_point("after_create_trials")
         return new
 
@@ -427,13 +438,19 @@ class Controller:
         *,
         new: Sequence[Trial] = (),
         exp_status: ExperimentStatus | None = None,
+        force_status: bool = False,
         expected_count: int | None = None,
     ) -> None:
-        """Store the view's pending changes, `new` trials and the status in one transaction."""
+        """Store the view's pending changes, `new` trials and the status in one transaction.
+
+        The status goes when `force_status` or `view.status_due` says so, if it changed.
+        """
         batch, acknowledge = view.take()
         batch.new_trials = list(new)
-        document = None
-        if exp_status is not None:
+        document: dict[str, Any] = {}
+        if exp_status is not None and (
+            force_status or view.status_due(exp_status, self.lazy_write_seconds)
+        ):
             exp_status.current_optimal_trial = view.optimal()
             view.aggregate(exp_status)
             document = exp_status.to_dict()
@@ -452,7 +469,7 @@ class Controller:
         # Another writer came in between: what is stored is no longer just the view.
         view.revision = revision if revision == view.revision + 1 else -1
         if batch.status is not None:
-            view.saved_status = document
+            view.status_saved(batch.status, document)
         if acknowledge:
             crash_point("after_ingest")
             # A crash here stores the spool twice on restart; the duplicates cannot
@@ -574,14 +591,16 @@ class Controller:
             self._decide(view, exp_status)
 
         experiment.status = exp_status
-        if status.is_experiment_completed(experiment) or view.due(self.lazy_write_seconds):
-            self._write(view, exp_status=exp_status)
-        else:
-            # Only trial starts are unwritten: they go with the next write, or within
-            # LAZY_WRITE_SECONDS (one transaction per trial when trials are short). A
-            # restart in between finds them Created; the executor says where they are.
-            exp_status.current_optimal_trial = view.optimal()
-            view.aggregate(exp_status)
+        completed = status.is_experiment_completed(experiment)
+        lazy = self.lazy_write_seconds
+        if completed or view.due(lazy) or view.status_due(exp_status, lazy):
+            self._write(view, exp_status=exp_status, force_status=completed)
+        # Unwritten now, if anything: trial starts and the counts, which go with the next
+        # write or within LAZY_WRITE_SECONDS (one transaction per trial when trials are
+        # short). A restart in between finds such trials Created; the executor says
+        # where they are.
+        exp_status.current_optimal_trial = view.optimal()
+        view.aggregate(exp_status)
         result.trials = list(view.trials)
         return result
 

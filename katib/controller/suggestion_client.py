@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -117,8 +117,13 @@ class SuggestionClient:
         total: int,
         settings: Sequence[tuple[str, str]] = (),
         fingerprints: Sequence[Hashable] | None = None,
+        while_waiting: Callable[[], None] | None = None,
     ) -> SuggestionReply:
-        """`fingerprints`: `trial_fingerprint` of each trial, when the caller keeps them."""
+        """`fingerprints`: `trial_fingerprint` of each trial, when the caller keeps them.
+
+        `while_waiting` runs once the request is sent and before the reply is read, so
+        the caller's own work (storing what the last pass saw) overlaps the algorithm's.
+        """
         # The whole history goes with every call (the Katib contract); each trial is
         # serialized once and reused while it does not change.
         request = suggestions_request_bytes(
@@ -131,7 +136,16 @@ class SuggestionClient:
             # No wait_for_ready: the service is listening before a client exists, and a
             # service that has died must fail the call now (UNAVAILABLE, retried with a
             # restarted service) instead of holding it until the 60 s deadline.
-            reply = self._get_suggestions(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
+            if while_waiting is None:
+                reply = self._get_suggestions(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
+            else:
+                call = self._get_suggestions.future(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
+                try:
+                    while_waiting()
+                except BaseException:
+                    call.cancel()
+                    raise
+                reply = call.result()
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "GetSuggestions") from None
         if len(reply.parameter_assignments) > count:

@@ -83,8 +83,11 @@ class StubSuggestions:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
+        while_waiting: Any = None,
         **_: Any,
     ) -> SuggestionReply:
+        if while_waiting is not None:  # as the real client: between request and reply
+            while_waiting()
         self.requests.append(count)
         remaining = count if self.limit is None else min(count, self.limit - len(trials))
         if remaining <= 0:

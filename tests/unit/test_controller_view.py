@@ -61,22 +61,31 @@ def test_a_pass_reads_the_history_only_after_an_outside_write(tmp_path: Path) ->
     assert final.status is not None and final.status.trials == 20
 
 
-def test_trial_starts_are_written_lazily(tmp_path: Path) -> None:
-    controller, _, storage = counting(
-        tmp_path, lambda a: FakeRun(metrics=[("accuracy", a["x"])], polls=1000)
-    )
-    controller.lazy_write_seconds = 0.3
-    controller.reconcile("exp")  # creates and launches 3 trials, stored as Created
+def test_trial_starts_and_counts_are_written_lazily(tmp_path: Path) -> None:
+    def first_ends(assignments: Mapping[str, str]) -> FakeRun:
+        polls = 1 if assignments["x"] == "0.01" else 1000
+        return FakeRun(metrics=[("accuracy", assignments["x"])], polls=polls)
+
+    controller, _, storage = counting(tmp_path, first_ends)
+    controller.lazy_write_seconds = 0.5
+    controller.reconcile("exp")  # three trials; the experiment's Running condition is written
+    while not controller.reconcile("exp").finished:
+        pass
+    # That pass stored the finished trial and a fourth one, which it then launched.
     writes = storage.calls["write_batch"]
+    conditions = [t.condition for t in storage.list_trials("exp")]
+    assert conditions[0] == TrialConditionType.SUCCEEDED
+    assert conditions[-1] == TrialConditionType.CREATED
+    stored = storage.get_experiment("exp").status
+    assert stored is not None and stored.trials_succeeded is None  # the counts lag
     controller.reconcile("exp")
-    assert storage.calls["write_batch"] == writes  # only starts are pending: held back
-    assert {t.condition for t in storage.list_trials("exp")} == {TrialConditionType.CREATED}
-    time.sleep(0.35)
+    assert storage.calls["write_batch"] == writes  # only a start and counts: held back
+    time.sleep(0.55)
     controller.reconcile("exp")
     assert storage.calls["write_batch"] == writes + 1
-    assert {t.condition for t in storage.list_trials("exp")} == {TrialConditionType.RUNNING}
+    assert storage.list_trials("exp")[-1].condition == TrialConditionType.RUNNING
     stored = storage.get_experiment("exp").status
-    assert stored is not None and stored.trials_running == 3
+    assert stored is not None and stored.trials_succeeded == 1 and stored.trials_running == 3
 
 
 def test_a_finished_trial_is_written_by_the_pass_that_sees_it(tmp_path: Path) -> None:
