@@ -27,6 +27,7 @@ from .search_space import (
     Parameter,
     SearchSpace,
     format_double,
+    round_doubles,
 )
 
 # Relative tolerance for accepting a history value as inside [min, max].
@@ -116,7 +117,11 @@ class ModelSpace:
         written as, so that they are scored where they will be evaluated."""
         out = samples.copy()
         for i, d in enumerate(dims):
-            if d.kind is DimKind.LOG_GRID or d.kind is DimKind.CONTINUOUS:
+            if d.kind is DimKind.CONTINUOUS:
+                p = d.parameter
+                assert isinstance(p, NumericParameter)
+                out[:, i] = round_doubles(out[:, i].tolist(), p.min, p.max)
+            elif d.kind is DimKind.LOG_GRID:
                 out[:, i] = [_entry_coordinate(d, _entry(d, x)) for x in out[:, i].tolist()]
         return out
 

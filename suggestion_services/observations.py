@@ -28,7 +28,7 @@ from .search_space import OFF_SPACE, Key
 #: Conditions of trials that are being evaluated: the model lies about them.
 PENDING_CONDITIONS = frozenset({TrialCondition.CREATED, TrialCondition.RUNNING})
 #: The latest trials `History._tail` always re-reads (new and recently finished ones).
-_TAIL = 64
+_TAIL = 8
 #: Pending trials this recent also move the re-read start back (parallel trials end in
 #: any order); an older one that ends costs one full pass.
 _RECENT = 4096

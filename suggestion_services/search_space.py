@@ -97,6 +97,15 @@ def format_double(value: float, step: float | None = None) -> str:
     return repr(rounded)
 
 
+def round_doubles(values: Iterable[float], low: float, high: float) -> list[float]:
+    """min(max(float(format_double(v)), low), high) for each value (no step), without
+    the repr round trip: the same numbers at a fraction of the cost, for scoring
+    many candidates."""
+    spec = f".{_DOUBLE_DIGITS}g"
+    # + 0.0 turns -0.0 into 0.0, as format_double does, and leaves every other value.
+    return [min(max(float(format(v, spec)) + 0.0, low), high) for v in values]
+
+
 def _parse_float(spec: ParameterSpec, what: str, text: str) -> float:
     try:
         value = float(text)

@@ -9,11 +9,15 @@ read observation logs through DBManagerSource, a DBManager gRPC client.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent import futures
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, TypeVar, overload
 
 import grpc
@@ -138,15 +142,27 @@ class TrialCache:
     trials as raw bytes already (LazyGetSuggestionsRequest); Trial messages (a
     request built in-process) are serialized first. Bounded: cleared when full
     (losing it only costs time).
+
+    Cheaper still, per `stream` (an experiment): the previous request's bytes and
+    records. A controller resends the same history plus a few trials, and comparing
+    two lists of bytes (a memcmp per trial) costs a fraction of hashing them, so
+    the leading trials that equal the previous request's reuse its records and only
+    the rest are looked up.
     """
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    def __init__(self, max_entries: int = 200_000, max_streams: int = 16) -> None:
         self._max = max_entries
         self._records: dict[str, dict[bytes, TrialRecord]] = {}
         self._size = 0
         self._lock = threading.Lock()
+        self._max_streams = max_streams
+        self._last: OrderedDict[Hashable, tuple[list[bytes], list[TrialRecord]]] = OrderedDict()
 
-    def convert(self, trials: Sequence[Any], metric_name: str) -> list[TrialRecord]:
+    def convert(
+        self, trials: Sequence[Any], metric_name: str, stream: Hashable = None
+    ) -> list[TrialRecord]:
+        """The records of `trials` (bytes or Trial messages); equal trials give the
+        same record objects while cached."""
         raws: list[bytes]
         if trials and isinstance(trials[0], bytes):
             raws = list(trials)
@@ -155,13 +171,33 @@ class TrialCache:
         with self._lock:
             if self._size + len(raws) > self._max:
                 self._records.clear()
+                self._last.clear()
                 self._size = 0
             records = self._records.setdefault(metric_name, {})
-            found: list[TrialRecord | None] = list(map(records.get, raws))
-            for i, record in enumerate(found):
-                if record is None:
-                    record = found[i] = records[raws[i]] = _parse_trial(raws[i], metric_name, i)
-                    self._size += 1
+            key = (stream, metric_name)
+            last = self._last.get(key) if stream is not None else None
+            start = 0
+            if last is not None:
+                start = min(len(raws), len(last[0]))
+                if raws[:start] != last[0][:start]:
+                    start = 0
+            found: list[TrialRecord | None] = []
+            if last is not None:
+                found += last[1][:start]
+            found += map(records.get, raws[start:])
+            # operator.not_ is True for None only (records have no __bool__): a C-level scan.
+            missing = map(operator.not_, found[start:])
+            for i in itertools.compress(range(start, len(found)), missing):
+                found[i] = records[raws[i]] = _parse_trial(raws[i], metric_name, i)
+                self._size += 1
+            if stream is not None:
+                # The previous bytes objects, not this request's copies: in steady state
+                # the kept list then shares its bytes with the dict's keys.
+                kept = last[0][:start] + raws[start:] if last is not None else raws
+                self._last[key] = (kept, found)  # type: ignore[assignment]  # no None is left
+                self._last.move_to_end(key)
+                while len(self._last) > self._max_streams:
+                    self._last.popitem(last=False)
         return found  # type: ignore[return-value]  # no None is left
 
 
@@ -217,16 +253,22 @@ class ProtoTrials(Sequence[TrialRecord]):
     """
 
     def __init__(
-        self, trials: Sequence[Any], metric_name: str, cache: TrialCache | None = None
+        self,
+        trials: Sequence[Any],
+        metric_name: str,
+        cache: TrialCache | None = None,
+        stream: Hashable = None,
     ) -> None:
+        """`stream`: what `cache` files these trials under (the experiment), if anything."""
         self._trials = trials
         self._metric = metric_name
         self._converter = cache or TrialCache()
+        self._stream = stream
         self._cache: list[TrialRecord] | None = None
 
     def _all(self) -> list[TrialRecord]:
         if self._cache is None:
-            self._cache = self._converter.convert(self._trials, self._metric)
+            self._cache = self._converter.convert(self._trials, self._metric, self._stream)
         return self._cache
 
     def __len__(self) -> int:
@@ -241,6 +283,36 @@ class ProtoTrials(Sequence[TrialRecord]):
 
     def __iter__(self) -> Iterator[TrialRecord]:
         return iter(self._all())
+
+
+class _ExperimentCache:
+    """Experiment message → ExperimentInfo, by the message's bytes (bounded LRU).
+
+    Every request of an experiment carries the same Experiment; parsing its search
+    space costs tens of microseconds, serializing the message back under one. The
+    ExperimentInfo is shared by the calls that hit: it is frozen and its settings are
+    a read-only view.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self._max = max_entries
+        self._items: OrderedDict[tuple[bytes, str | None], ExperimentInfo] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, message: Any, default_algorithm: str | None) -> ExperimentInfo:
+        key = (message.SerializeToString(), default_algorithm)
+        with self._lock:
+            info = self._items.get(key)
+            if info is not None:
+                self._items.move_to_end(key)
+                return info
+        info = experiment_from_proto(message, default_algorithm)
+        info = replace(info, settings=MappingProxyType(dict(info.settings)))
+        with self._lock:
+            self._items[key] = info
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+        return info
 
 
 def _guard(context: grpc.ServicerContext, what: str, call: Callable[[], _T]) -> _T:
@@ -270,6 +342,7 @@ class SuggestionServicer(api_pb2_grpc.SuggestionServicer):
             get_algorithm(default_algorithm)
         self._default = default_algorithm
         self._trial_cache = TrialCache()
+        self._experiments = _ExperimentCache()
 
     def _algorithm_for(self, experiment: ExperimentInfo) -> Any:
         return get_algorithm(experiment.algorithm_name)()
@@ -278,7 +351,7 @@ class SuggestionServicer(api_pb2_grpc.SuggestionServicer):
         """Convert, ask the algorithm for current_request_number points, build the reply."""
 
         def run() -> Any:
-            experiment = experiment_from_proto(request.experiment, self._default)
+            experiment = self._experiments.get(request.experiment, self._default)
             algorithm = self._algorithm_for(experiment)
             n = request.current_request_number
             if n < 0:
@@ -287,8 +360,15 @@ class SuggestionServicer(api_pb2_grpc.SuggestionServicer):
             reply.algorithm.CopyFrom(request.experiment.spec.algorithm)
             if n == 0:
                 return reply
+            raw_trials = request.trials
+            if raw_trials and isinstance(request, api_pb2.GetSuggestionsRequest):
+                # A request built in-process: one serialization of the whole request
+                # costs less than one per trial (TrialCache looks trials up by bytes).
+                raw_trials = LazyGetSuggestionsRequest.FromString(
+                    request.SerializeToString()
+                ).trials
             trials = ProtoTrials(
-                request.trials, experiment.objective_metric_name, self._trial_cache
+                raw_trials, experiment.objective_metric_name, self._trial_cache, experiment.name
             )
             result = algorithm.suggest_with_settings(experiment, trials, n)
             if not reply.algorithm.algorithm_name:

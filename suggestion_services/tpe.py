@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import ClassVar
 
@@ -152,7 +152,8 @@ class TPE(BaseAlgorithm):
       an exhausted finite space raises SearchSpaceExhaustedError.
     * Deterministic: the random stream depends only on random_state (or the
       experiment name) and the history length. The parsed history is cached per
-      experiment (observations.History) and checked against every request, so a
+      experiment (observations.History) and checked against every request, as is
+      the last fit of the good trials (reused only for the very same rows), so a
       warm and a fresh process answer the same request identically.
     """
 
@@ -167,7 +168,7 @@ class TPE(BaseAlgorithm):
         "n_ei_candidates": _n_ei_candidates_optuna,
     }
 
-    _cache: ClassVar[ExperimentCache[History]] = ExperimentCache(max_entries=32)
+    _cache: ClassVar[ExperimentCache[_State]] = ExperimentCache(max_entries=32)
 
     def config(self, experiment: ExperimentInfo) -> TPEConfig:
         """Validate the settings and build the configuration."""
@@ -202,7 +203,8 @@ class TPE(BaseAlgorithm):
         config = self.config(experiment)
         if n <= 0:
             return []
-        history = self._history(experiment)
+        state = self._state(experiment)
+        history = state.history
         with history.lock:
             snapshot = history.update(trials)
             space = experiment.search_space
@@ -215,17 +217,18 @@ class TPE(BaseAlgorithm):
             if len(snapshot.losses) < config.n_startup_trials or history.model.width == 0:
                 keys = space.sample_unique(rng, n, snapshot.used)
             else:
-                keys = _Sampler(history.model, snapshot, config, self.multivariate).run(rng, n)
+                sampler = _Sampler(history.model, snapshot, config, self.multivariate, state.below)
+                keys = sampler.run(rng, n)
         return [Suggestion(space.format(k)) for k in keys]
 
-    def _history(self, experiment: ExperimentInfo) -> History:
+    def _state(self, experiment: ExperimentInfo) -> _State:
         key = experiment_key(experiment)
-        history = self._cache.get(key)
-        if history is None:
+        state = self._cache.get(key)
+        if state is None:
             maximize = experiment.objective_type is ObjectiveType.MAXIMIZE
-            history = History(ModelSpace(experiment.search_space), maximize)
-            self._cache.put(key, history)
-        return history
+            state = _State(History(ModelSpace(experiment.search_space), maximize))
+            self._cache.put(key, state)
+        return state
 
 
 class MultivariateTPE(TPE):
@@ -243,12 +246,51 @@ class MultivariateTPE(TPE):
     }
 
 
+_Fits = list[tuple[Parzen, list[int]]]
+
+
+class _BelowFits:
+    """The last "good" densities fitted for one experiment, by the rows they fit.
+
+    Once the good trials are the best 25 (optuna's cap), a new trial rarely joins
+    them, so consecutive calls mostly fit the same rows: reusing that fit (and the
+    constants its sampling and densities compute lazily) gives the same numbers.
+    """
+
+    def __init__(self) -> None:
+        self._rows: bytes | None = None
+        self._fits: _Fits = []
+
+    def get(self, rows: np.ndarray, fit: Callable[[np.ndarray], _Fits]) -> _Fits:
+        """fit(rows), or the previous result when the rows are the previous rows."""
+        key = rows.shape[0].to_bytes(4, "little") + rows.tobytes()
+        if key != self._rows:
+            self._fits = fit(rows)
+            self._rows = key
+        return self._fits
+
+
+@dataclass
+class _State:
+    """What TPE keeps per experiment (under `history.lock`): the parsed history and
+    the last good-trial fit; both are accelerators checked against each request."""
+
+    history: History
+    below: _BelowFits = field(default_factory=_BelowFits)
+
+
 class _Sampler:
     """One call's model phase: split, fit the densities, pick n points one by one."""
 
     def __init__(
-        self, model: ModelSpace, snapshot: Snapshot, config: TPEConfig, multivariate: bool
+        self,
+        model: ModelSpace,
+        snapshot: Snapshot,
+        config: TPEConfig,
+        multivariate: bool,
+        below: _BelowFits | None = None,
     ) -> None:
+        """`below`: the experiment's memo of good-trial fits (fresh when None)."""
         self.model = model
         self.config = config
         self.used: UsedKeys = snapshot.used
@@ -260,13 +302,15 @@ class _Sampler:
             multivariate=True,
         )
         losses = snapshot.losses
-        order = np.argsort(losses, kind="stable")
         n_below = config.n_below(len(losses))
+        # The best n_below trials (ties: the earlier trial first), in trial order.
+        good = np.zeros(len(losses), dtype=bool)
+        good[np.argsort(losses, kind="stable")[:n_below]] = True
         self.groups: list[tuple[Dim, ...]] = (
             [model.dims] if multivariate else [(d,) for d in model.dims]
         )
-        self.below = self._fit(snapshot.coords[np.sort(order[:n_below])])
-        self.above = [snapshot.coords[np.sort(order[n_below:])], snapshot.pending]
+        self.below = (below or _BelowFits()).get(snapshot.coords[good], self._fit)
+        self.above = [snapshot.coords[~good], snapshot.pending]
 
     def _fit(self, rows: np.ndarray) -> list[tuple[Parzen, list[int]]]:
         """A density per group, as (estimator, positions of the group's dims in it).
@@ -301,9 +345,7 @@ class _Sampler:
             self.above.append(self.model.coords_of_key(key)[None, :])
         return chosen
 
-    def _pick(
-        self, rng: np.random.Generator, above: list[tuple[Parzen, list[int]]]
-    ) -> Key | None:
+    def _pick(self, rng: np.random.Generator, above: _Fits) -> Key | None:
         """The best candidate whose point is free, or None after a few rounds."""
         m = self.config.n_ei_candidates
         joint = len(self.groups) == 1
@@ -314,16 +356,23 @@ class _Sampler:
             ):
                 candidates = self.model.snap(group, below.sample(rng, m, b_cols))
                 score = below.log_pdf(candidates, b_cols) - above_fit.log_pdf(candidates, a_cols)
-                order = np.argsort(-score, kind="stable")
                 if joint:  # whole points: the best free one
-                    for row in candidates[order]:
+                    for row in candidates[np.argsort(-score, kind="stable")]:
                         key = self.model.key(row)
                         if key not in self.used:
                             return key
                     break
-                point[[d.column for d in group]] = candidates[order[0]]
+                point[[d.column for d in group]] = candidates[_best(score)]
             else:
                 key = self.model.key(point)
                 if key not in self.used:
                     return key
         return None
+
+
+def _best(score: np.ndarray) -> int:
+    """The first highest score: argsort(-score, kind="stable")[0], NaN ranking last."""
+    best = int(np.argmax(score))
+    if math.isnan(score[best]):  # argmax stops at the first NaN
+        return int(np.argsort(-score, kind="stable")[0])
+    return best

@@ -241,22 +241,15 @@ class TrialBytesCache:
         self._entries: OrderedDict[Hashable, dict[Hashable, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def serialize(
-        self,
-        experiment: Experiment,
-        trials: Sequence[Trial],
-        fingerprints: Sequence[Hashable] | None = None,
-    ) -> list[bytes]:
+    def serialize(self, experiment: Experiment, trials: Sequence[Trial]) -> list[bytes]:
         """`frame_trial(trial_to_pb(experiment, t).SerializeToString())` per trial, in order.
 
         Records are kept framed so a request is a single join of cached bytes.
-        `fingerprints`: `trial_fingerprint` of each trial, when the caller keeps them.
         """
         key = _experiment_fingerprint(experiment)
         with self._lock:
             known = self._entries.pop(key, {})
-        if fingerprints is None:
-            fingerprints = list(map(trial_fingerprint, trials))
+        fingerprints = list(map(trial_fingerprint, trials))
         found: list[bytes | None] = list(map(known.get, fingerprints))
         for i, raw in enumerate(found):
             if raw is None:

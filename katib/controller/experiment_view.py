@@ -10,7 +10,7 @@ history. Any other writer (a budget edit, another controller) moves the revision
 and the next pass reloads.
 
 Completed trials never change, so what is derived from them (the status bucket,
-the objective value, the fingerprint of their GetSuggestions record) is computed
+the objective value, their record in a GetSuggestions request) is computed
 once; each pass looks only at the open trials.
 """
 
@@ -29,7 +29,7 @@ from katib.api.models import (
     TrialConditionType,
 )
 from katib.controller import observation, time_budget
-from katib.controller.conversion import trial_fingerprint
+from katib.controller.conversion import frame_trial, trial_to_pb
 from katib.storage.base import MetricLogEntry, WriteBatch
 
 BUCKETS = {
@@ -73,8 +73,8 @@ class ExperimentView:
         self._buckets: list[str] = []
         self._open: list[int] = []  # positions in `trials` of trials not completed
         self._positions: dict[str, int] = {}  # trial name -> position in `trials`
-        self._fingerprints: list[Hashable | None] = []  # per history trial, once completed
-        self._unsettled: list[int] = []  # history positions whose fingerprint is not fixed
+        self._records: list[bytes | None] = []  # request record per history trial, once final
+        self._unsettled: list[int] = []  # history positions whose record is not final
         self._best: tuple[float, int] | None = None
         self._optimal: tuple[int, OptimalTrial] | None = None
         self._metric = self._objective_metric(experiment)
@@ -107,7 +107,7 @@ class ExperimentView:
         """Append newly stored trials (creation order)."""
         for trial in trials:
             self.history.append(trial)
-            self._fingerprints.append(None)
+            self._records.append(None)
             self._unsettled.append(len(self.history) - 1)
             if time_budget.is_warm_start(trial):
                 continue
@@ -145,9 +145,9 @@ class ExperimentView:
                 self._rank(i, trial)
         if len(still_open) != len(self._open) or len(self._unsettled) > len(still_open):
             self._open = still_open
-            self._settle_fingerprints()
+            self._settle_records()
 
-    def _settle_fingerprints(self) -> None:
+    def _settle_records(self) -> None:
         open_names = {self.trials[i].name for i in self._open}
         unsettled: list[int] = []
         for j in self._unsettled:
@@ -155,7 +155,7 @@ class ExperimentView:
             if trial.name in open_names:
                 unsettled.append(j)
             else:
-                self._fingerprints[j] = trial_fingerprint(trial)
+                self._records[j] = self._record(trial)
         self._unsettled = unsettled
 
     def _rank(self, index: int, trial: Trial) -> None:
@@ -193,12 +193,16 @@ class ExperimentView:
         self._saved_essentials = essentials(status)
         self._derived_since = None
 
-    def fingerprints(self) -> list[Hashable]:
-        """`trial_fingerprint` of every history trial; completed ones computed once."""
+    def _record(self, trial: Trial) -> bytes:
+        return frame_trial(trial_to_pb(self.experiment, trial).SerializeToString())
+
+    def records(self) -> list[bytes]:
+        """Every history trial as a framed GetSuggestions record (conversion.frame_trial);
+        a completed trial's is built once."""
         self.refresh()
         return [
-            fp if fp is not None else trial_fingerprint(trial)
-            for fp, trial in zip(self._fingerprints, self.history, strict=True)
+            record if record is not None else self._record(trial)
+            for record, trial in zip(self._records, self.history, strict=True)
         ]
 
     # --- derived status ------------------------------------------------------------------

@@ -380,7 +380,7 @@ class Controller:
                 count,
                 len(history) + count,
                 settings,
-                fingerprints=view.fingerprints(),
+                records=view.records(),
                 # What this pass has recorded is stored while the algorithm works.
                 while_waiting=lambda: self._write(view, exp_status=exp_status),
             )

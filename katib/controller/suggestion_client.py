@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -116,10 +116,11 @@ class SuggestionClient:
         count: int,
         total: int,
         settings: Sequence[tuple[str, str]] = (),
-        fingerprints: Sequence[Hashable] | None = None,
+        records: Sequence[bytes] | None = None,
         while_waiting: Callable[[], None] | None = None,
     ) -> SuggestionReply:
-        """`fingerprints`: `trial_fingerprint` of each trial, when the caller keeps them.
+        """`records`: `trials` as framed records (conversion.frame_trial), when the caller
+        keeps them.
 
         `while_waiting` runs once the request is sent and before the reply is read, so
         the caller's own work (storing what the last pass saw) overlaps the algorithm's.
@@ -128,7 +129,7 @@ class SuggestionClient:
         # serialized once and reused while it does not change.
         request = suggestions_request_bytes(
             experiment_to_pb(experiment, settings),
-            self._trial_bytes.serialize(experiment, trials, fingerprints),
+            self._trial_bytes.serialize(experiment, trials) if records is None else records,
             count,
             total,
         )

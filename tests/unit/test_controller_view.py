@@ -13,6 +13,7 @@ from test_controller import make, run_to_end
 
 from katib.api.models import ExperimentStatus, TrialConditionType
 from katib.controller import observation, status
+from katib.controller.conversion import TrialBytesCache
 from katib.controller.experiment_view import ExperimentView
 from katib.executors.fake import FakeRun
 from katib.storage.sql import SQLStorage
@@ -148,3 +149,4 @@ def test_view_derivations_equal_a_full_scan(tmp_path: Path) -> None:
         assert view.aggregate(mine) == status.aggregate(full, trials)
         assert mine.to_dict() == full.to_dict()
         assert view.optimal() == observation.optimal_trial(experiment, trials)
+        assert view.records() == TrialBytesCache().serialize(experiment, trials)

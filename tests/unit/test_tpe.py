@@ -20,8 +20,13 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
+from optuna.samplers._tpe.probability_distributions import (
+    _BatchedCategoricalDistributions,
+    _BatchedTruncNormDistributions,
+)
 from optuna.samplers._tpe.sampler import default_weights
 from scipy import stats
+from scipy.special import ndtr
 
 from katib.errors import InvalidArgumentError, SearchSpaceExhaustedError
 from katib.testing.algorithms import check_point, make_experiment
@@ -29,7 +34,7 @@ from suggestion_services.base import ExperimentInfo, ObjectiveType, TrialConditi
 from suggestion_services.experiment_cache import clear_all_caches
 from suggestion_services.model_space import Dim, DimKind, ModelSpace
 from suggestion_services.observations import History
-from suggestion_services.parzen import Parzen, _truncnorm_ppf
+from suggestion_services.parzen import Parzen, _Truncation, _truncnorm_ppf, log_gauss_mass
 from suggestion_services.search_space import ParameterSpec, SearchSpace
 from suggestion_services.tpe import TPE, MultivariateTPE, _Sampler
 
@@ -536,3 +541,122 @@ def test_candidate_scores_match_optuna_split(multivariate: bool) -> None:
         expected = fit(below_rows).log_pdf(named) - fit(above_rows).log_pdf(named)
         # int kernels >= 4 steps wide use the midpoint rule (see test_log_pdf_matches_optuna)
         np.testing.assert_allclose(ours, expected, atol=2e-3)
+
+
+# -- exactness of the fast paths ---------------------------------------------------
+
+SPACES_FOR_KERNELS: dict[str, dict[str, BaseDistribution]] = {
+    "float": {"f": FloatDistribution(-3.0, 5.0)},
+    "log": {"g": FloatDistribution(1e-4, 10.0, log=True)},
+    "int": {"i": IntDistribution(0, 9)},
+    "wide int": {"j": IntDistribution(0, 999)},
+    "categorical": {"c": CategoricalDistribution((0, 1, 2, 3))},
+    # dims that share a distribution are fitted together (one array, a row per dim)
+    "shared float": {"f1": FloatDistribution(-3.0, 5.0), "f2": FloatDistribution(-3.0, 5.0),
+                     "c": CategoricalDistribution((0, 1)), "f3": FloatDistribution(-3.0, 5.0)},
+    "shared int": {"i1": IntDistribution(0, 9), "i2": IntDistribution(0, 9)},
+}
+
+
+def _observations(name: str, d: BaseDistribution, n: int, rng: np.random.Generator) -> np.ndarray:
+    if isinstance(d, CategoricalDistribution):
+        return rng.integers(0, len(d.choices), n).astype(float)
+    if isinstance(d, IntDistribution):
+        return rng.integers(d.low, d.high + 1, n).astype(float)
+    assert isinstance(d, FloatDistribution)
+    if d.log:
+        return np.exp(rng.uniform(math.log(d.low), math.log(d.high), n))
+    return rng.uniform(d.low, d.high, n)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 30, 300])
+@pytest.mark.parametrize("prior_weight", [1.0, 0.3])
+def test_kernels_and_weights_are_optunas_bit_for_bit(n: int, prior_weight: float) -> None:
+    """Parzen computes the kernels itself (optuna's class costs more than its math);
+    they must be exactly optuna's, ties and clipped bandwidths included."""
+    rng = np.random.default_rng(n)
+    parameters = _ParzenEstimatorParameters(prior_weight, True, False, default_weights, True)
+    for space in SPACES_FOR_KERNELS.values():
+        for ties in (False, True):  # ties: float observations on a coarse grid
+            observations = {name: _observations(name, d, n, rng) for name, d in space.items()}
+            for name, d in space.items():
+                if ties and isinstance(d, FloatDistribution) and not d.log:
+                    observations[name] = np.round(observations[name])
+            reference = _ParzenEstimator(observations, space, parameters)  # type: ignore[arg-type]
+            expected = reference._mixture_distribution
+            rows = np.stack(list(observations.values()), axis=1).reshape(n, len(space))
+            ours = Parzen(_dims(space), rows, parameters)
+            np.testing.assert_array_equal(ours.weights, expected.weights)
+            for got, want in zip(ours._distributions, expected.distributions, strict=True):
+                assert type(got) is type(want)
+                for field_name in want._fields:
+                    np.testing.assert_array_equal(getattr(got, field_name),
+                                                  getattr(want, field_name))
+            for i, d in enumerate(ours._distributions):  # constants computed together
+                if not isinstance(d, _BatchedCategoricalDistributions):
+                    alone = _Truncation(d)
+                    for name in ("a", "b", "log_mass"):
+                        np.testing.assert_array_equal(getattr(ours._truncation(i), name),
+                                                      getattr(alone, name))
+
+
+def _reference_sample(parzen: Parzen, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Parzen.sample as it was written before the per-kernel constants (one dim)."""
+    cumulative = np.cumsum(parzen.weights)
+    active = np.minimum(
+        np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right"),
+        len(cumulative) - 1,
+    )
+    d = parzen._distributions[0]
+    mu, sigma = d.mu[active], d.sigma[active]
+    a = (d.adapted_low - mu) / sigma
+    b = (d.adapted_high - mu) / sigma
+    x = _truncnorm_ppf(rng.random(size), a, b) * sigma + mu
+    if d.is_log:
+        x = np.exp(x)
+    if d.step != 0.0:
+        x = d.low + np.round((x - d.low) / d.step) * d.step
+    return np.asarray(np.clip(x, d.low, d.high))
+
+
+@pytest.mark.parametrize("name", ["float", "log", "int", "wide int"])
+@pytest.mark.parametrize("n", [0, 3, 40])
+def test_samples_equal_the_per_draw_formula_bit_for_bit(name: str, n: int) -> None:
+    """Sampling gathers per-kernel constants instead of computing them per draw: the
+    same elementwise formulas, so the same draws. A kernel on the upper bound (b = 0,
+    another branch of the mass) is included."""
+    space = SPACES_FOR_KERNELS[name]
+    rng = np.random.default_rng(n)
+    (d,) = space.values()
+    rows = _observations(name, d, n, rng)
+    if n:
+        rows[0] = d.high  # type: ignore[attr-defined]
+    parzen = Parzen(_dims(space), rows.reshape(n, 1), PARAMETERS)
+    for seed in range(5):
+        got = parzen.sample(np.random.default_rng(seed), 200, [0])[:, 0]
+        np.testing.assert_array_equal(got, _reference_sample(parzen, np.random.default_rng(seed),
+                                                             200))
+
+
+def test_log_gauss_mass_fast_path_matches_the_general_one() -> None:
+    rng = np.random.default_rng(3)
+    a = -rng.uniform(0, 5, 300)
+    b = rng.uniform(0, 5, 300)
+    general = np.log1p(-ndtr(a) - ndtr(-b))  # the formula of the central branch
+    np.testing.assert_array_equal(log_gauss_mass(a, b), general)
+    a[0], b[1] = 0.5, -0.5  # one kernel past each bound: the per-branch path
+    mixed = log_gauss_mass(a, b)
+    np.testing.assert_array_equal(mixed[2:], general[2:])
+
+
+def test_quantiles_from_kernel_constants_equal_the_per_draw_formula() -> None:
+    """Both branches of the quantile (kernels centred below the lower bound take the
+    other one) and their mix, against `_truncnorm_ppf` on the gathered bounds."""
+    rng = np.random.default_rng(9)
+    mu = np.concatenate([rng.uniform(0.0, 4.0, 20), rng.uniform(-3.0, -0.1, 5)])
+    sigma = rng.uniform(0.05, 3.0, 25)
+    truncation = _Truncation(_BatchedTruncNormDistributions(mu, sigma, 0.0, 4.0))
+    for active in (rng.integers(0, 20, 300), rng.integers(20, 25, 300), rng.integers(0, 25, 300)):
+        q = rng.random(300)
+        expected = _truncnorm_ppf(q, truncation.a[active], truncation.b[active])
+        np.testing.assert_array_equal(truncation.ppf(q, active), expected)
