@@ -152,6 +152,13 @@ class Runtime:
 
     # --- wiring --------------------------------------------------------------------
     def suggestion_client(self, algorithm: str) -> SuggestionClient:
+        return self._service(algorithm).client()
+
+    def prestart_suggestion_service(self, algorithm: str) -> None:
+        """Start the algorithm's service now, so it gets ready while the caller works."""
+        self._service(algorithm).spawn()
+
+    def _service(self, algorithm: str) -> SuggestionServiceProcess:
         service = self._services.get(algorithm)
         if service is None:
             logs = self.data_dir / "logs"
@@ -160,7 +167,7 @@ class Runtime:
             # setdefault: passes of several experiments may ask at once (server mode);
             # the process starts lazily in client(), so a losing `fresh` costs nothing.
             service = self._services.setdefault(algorithm, fresh)
-        return service.client()
+        return service
 
     def publish_address(self) -> None:
         """(Re)write the DBManager address file with this runtime's address.

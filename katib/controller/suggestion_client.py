@@ -174,20 +174,31 @@ class SuggestionServiceProcess:
         self._client: SuggestionClient | None = None
         self._lock = threading.Lock()
 
+    def spawn(self) -> None:
+        """Start the process without waiting for it: its imports (most of its start-up)
+        overlap whatever the caller does until `client()`."""
+        with self._lock:
+            if self._process is None:
+                self._process = self._popen()
+
     def client(self) -> SuggestionClient:
         """A client to a live service, starting (or restarting) the process if needed."""
         with self._lock:
-            if self._process is not None and self._process.poll() is None and self._client:
+            if self._process is not None and self._process.poll() is None:
+                if self._client is None:
+                    self._connect_locked()
+                assert self._client is not None
                 return self._client
             self._stop_locked()
-            self._start_locked()
+            self._process = self._popen()
+            self._connect_locked()
             assert self._client is not None
             return self._client
 
-    def _start_locked(self) -> None:
+    def _popen(self) -> subprocess.Popen[bytes]:
         stderr = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
@@ -208,17 +219,22 @@ class SuggestionServiceProcess:
         finally:
             if stderr is not subprocess.DEVNULL:
                 stderr.close()  # type: ignore[union-attr]
-        assert process.stdout is not None
+
+    def _connect_locked(self) -> None:
+        """Read the address the started process listens on (it prints it when ready)."""
+        process = self._process
+        assert process is not None and process.stdout is not None
         line = process.stdout.readline().decode("utf-8", "replace")
         match = _LISTENING.search(line)
         if not match:
             process.kill()
             process.wait()
+            process.stdout.close()
+            self._process = None
             raise errors.UnavailableError(
                 f"suggestion service for algorithm {self.algorithm!r} did not start"
                 + (f" (see {self.log_path})" if self.log_path else "")
             )
-        self._process = process
         self._client = SuggestionClient(f"{match.group(1)}:{match.group(2)}")
 
     def _stop_locked(self) -> None:
@@ -227,12 +243,10 @@ class SuggestionServiceProcess:
             self._client = None
         if self._process is not None:
             if self._process.poll() is None:
-                self._process.terminate()
-                try:
-                    self._process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    self._process.wait()
+                # It keeps no state (every request carries the history), so nothing is
+                # lost without a graceful stop, which takes a tenth of a second.
+                self._process.kill()
+                self._process.wait()
             if self._process.stdout:
                 self._process.stdout.close()
             self._process = None

@@ -567,6 +567,8 @@ def tune(
     runtime = Runtime(root, db_url, executor=executor)
     bar: _Progress | None = None
     try:
+        # Both start processes: they import what they need side by side.
+        runtime.prestart_suggestion_service(algorithm_name)
         executor.prestart()
         stored = runtime.submit(experiment)
         executor.resize(stored.spec.parallel_trial_count or 1)
