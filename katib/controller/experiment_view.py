@@ -6,8 +6,9 @@ while the experiment's stored revision is the revision of the controller's own l
 write: storage bumps it on every write to the experiment or its trials
 (katib.storage.base), so then the view holds exactly what is stored, plus the
 changes this pass has not written yet, and a pass reads one integer instead of the
-history. Any other writer (a budget edit, another controller) moves the revision
-and the next pass reloads.
+history (none at all when the view was confirmed less than the controller's
+view_ttl_seconds ago). Any other writer (a budget edit, another controller) moves
+the revision and the next pass that reads it reloads.
 
 Completed trials never change, so what is derived from them (the status bucket,
 the objective value, their record in a GetSuggestions request) is computed
@@ -66,6 +67,8 @@ class ExperimentView:
 
     def __init__(self, revision: int, experiment: Experiment, history: list[Trial]) -> None:
         self.revision = revision
+        #: When `revision` was last confirmed to be the stored one (time.monotonic()).
+        self.checked_at = time.monotonic()
         self.experiment = experiment
         self.history: list[Trial] = []
         self.trials: list[Trial] = []

@@ -46,6 +46,7 @@ import dataclasses
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,9 @@ log = logging.getLogger(__name__)
 
 #: How long the controller may hold back writing that trials have started.
 LAZY_WRITE_SECONDS = 1.0
+#: How long a view confirmed current (read, or written by this controller) is used
+#: without asking storage for the revision again.
+VIEW_TTL_SECONDS = 0.05
 
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' utilrand alphabet
 
@@ -166,6 +170,8 @@ class Controller:
         self._views: dict[tuple[str, str], ExperimentView] = {}
         #: How long a trial's start may wait to be written (with the next write, or then).
         self.lazy_write_seconds = LAZY_WRITE_SECONDS
+        #: How long a view is trusted without reading the revision (VIEW_TTL_SECONDS).
+        self.view_ttl_seconds = VIEW_TTL_SECONDS
         self._heartbeats = HeartbeatMonitor(
             heartbeat_timeout()
             if heartbeat_timeout_seconds is None
@@ -468,6 +474,7 @@ class Controller:
         )
         # Another writer came in between: what is stored is no longer just the view.
         view.revision = revision if revision == view.revision + 1 else -1
+        view.checked_at = time.monotonic()
         if batch.status is not None:
             view.status_saved(batch.status, document)
         if acknowledge:
@@ -481,9 +488,21 @@ class Controller:
     def _view(self, name: str, namespace: str) -> ExperimentView:
         """The experiment as last left, or freshly read if anyone else wrote since."""
         key = (namespace, name)
-        revision = self.storage.experiment_revision(name, namespace)
         view = self._views.get(key)
-        if view is None or view.revision != revision:
+        now = time.monotonic()
+        if (
+            view is not None
+            and view.revision >= 0
+            and now - view.checked_at < self.view_ttl_seconds
+        ):
+            # Confirmed moments ago; a write in between is still caught by the next
+            # revision this controller writes or reads, and fenced writes refuse a
+            # lost lease in any case.
+            return view
+        revision = self.storage.experiment_revision(name, namespace)
+        if view is not None and view.revision == revision:
+            view.checked_at = now
+        else:
             # A write landing between these reads leaves `revision` behind the data
             # read: the next pass sees a newer revision and reads again.
             experiment = self.storage.get_experiment(name, namespace)

@@ -47,6 +47,7 @@ def accuracy(assignments: Mapping[str, str]) -> FakeRun:
 
 def test_a_pass_reads_the_history_only_after_an_outside_write(tmp_path: Path) -> None:
     controller, _, storage = counting(tmp_path, accuracy)
+    controller.view_ttl_seconds = 0.0  # ask for the revision on every pass
     for _ in range(6):
         controller.reconcile("exp")
     assert storage.calls["list_trials"] == 1
@@ -150,3 +151,23 @@ def test_view_derivations_equal_a_full_scan(tmp_path: Path) -> None:
         assert mine.to_dict() == full.to_dict()
         assert view.optimal() == observation.optimal_trial(experiment, trials)
         assert view.records() == TrialBytesCache().serialize(experiment, trials)
+
+
+def test_a_recently_confirmed_view_is_used_without_asking(tmp_path: Path) -> None:
+    controller, _, storage = counting(
+        tmp_path, lambda a: FakeRun(metrics=[("accuracy", a["x"])], polls=1000)
+    )
+    controller.view_ttl_seconds = 0.3
+    controller.reconcile("exp")
+    asked = storage.calls["experiment_revision"]
+    for _ in range(5):
+        controller.reconcile("exp")
+    assert storage.calls["experiment_revision"] == asked
+    experiment = storage.get_experiment("exp")
+    experiment.spec.parallel_trial_count = 4
+    storage.update_experiment_spec(experiment)
+    time.sleep(0.35)
+    result = controller.reconcile("exp")  # asks, sees the edit, reads it
+    assert storage.calls["experiment_revision"] == asked + 1
+    assert storage.calls["list_trials"] == 2
+    assert len(result.trials) == 4
