@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -100,14 +100,22 @@ class Runtime:
         db_manager_host: str = "127.0.0.1",
         db_manager_port: int = 0,
         token: str | None = None,
+        prestart: Sequence[str] = (),
     ) -> None:
         """`db_manager_host`/`db_manager_port`: where DBManager listens (port 0: any free
         one). `token`: when set, DBManager refuses calls without it, and local trials get
         it as KATIB_TOKEN for their collectors and `katib.report_metrics`."""
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._services: dict[str, SuggestionServiceProcess] = {}
+        for algorithm in prestart:  # their start-up overlaps the rest of this one
+            self.prestart_suggestion_service(algorithm)
         self.token = token
-        self.storage: BaseStorage = SQLStorage(resolve_url(db_url, self.data_dir))
+        try:
+            self.storage: BaseStorage = SQLStorage(resolve_url(db_url, self.data_dir))
+        except BaseException:
+            self._close_services()
+            raise
         interceptors: list[grpc.ServerInterceptor] = []
         if token:
             from katib.server.grpc_auth import GrpcTokenInterceptor
@@ -120,6 +128,7 @@ class Runtime:
             )
         except BaseException:
             self.storage.close()
+            self._close_services()
             raise
         self.db_manager_port = port
         # Trials on this machine dial loopback even when DBManager listens on all addresses.
@@ -136,7 +145,6 @@ class Runtime:
         self.executor = executor or LocalExecutor(
             self.data_dir / "trials", notice=notice, token=token
         )
-        self._services: dict[str, SuggestionServiceProcess] = {}
         self._experiment_dirs: dict[tuple[str, str], Path] = {}
         self._early_stopping: tuple[grpc.Server, EarlyStoppingServicer, EarlyStoppingClient] | None
         self._early_stopping = None
@@ -362,10 +370,13 @@ class Runtime:
         finally:
             self.storage.release_experiment(name, namespace, self.owner)
 
-    def close(self) -> None:
+    def _close_services(self) -> None:
         for service in self._services.values():
             service.close()
         self._services.clear()
+
+    def close(self) -> None:
+        self._close_services()
         if self._early_stopping is not None:
             server, servicer, client = self._early_stopping
             client.close()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -90,8 +91,10 @@ class SuggestionClient:
             response_deserializer=api_pb2.GetSuggestionsReply.FromString,
         )
         self._trial_bytes = TrialBytesCache()
+        self._caller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suggestions")
 
     def close(self) -> None:
+        self._caller.shutdown(wait=False, cancel_futures=True)
         self._channel.close()
 
     def validate(self, experiment: Experiment) -> None:
@@ -140,12 +143,11 @@ class SuggestionClient:
             if while_waiting is None:
                 reply = self._get_suggestions(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
             else:
-                call = self._get_suggestions.future(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
-                try:
-                    while_waiting()
-                except BaseException:
-                    call.cancel()
-                    raise
+                # A thread of our own: grpc's future() starts a new thread per call.
+                call = self._caller.submit(
+                    self._get_suggestions, request, timeout=SUGGESTION_TIMEOUT_SECONDS
+                )
+                while_waiting()  # on an error the reply is simply never read
                 reply = call.result()
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "GetSuggestions") from None

@@ -564,11 +564,11 @@ def tune(
     executor.register(
         namespace, name, function, trial_timeout=trial_timeout, memory_limit_mb=memory_limit_mb
     )
-    runtime = Runtime(root, db_url, executor=executor)
+    # The suggestion service starts first: its imports overlap the storage's and the
+    # worker pool's start-up.
+    runtime = Runtime(root, db_url, executor=executor, prestart=[algorithm_name])
     bar: _Progress | None = None
     try:
-        # Both start processes: they import what they need side by side.
-        runtime.prestart_suggestion_service(algorithm_name)
         executor.prestart()
         stored = runtime.submit(experiment)
         executor.resize(stored.spec.parallel_trial_count or 1)
