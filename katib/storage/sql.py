@@ -9,6 +9,7 @@ caller says what was being created.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Iterator, Sequence
@@ -76,10 +77,9 @@ _SELECT_REVISION = sa.select(_EC.revision).where(
 _BUMP_REVISION = sa.update(experiments).where(_EC.id == sa.bindparam("e_id")).values(
     revision=_EC.revision + 1
 )
-_BUMP_REVISION_WITH_STATUS = _BUMP_REVISION.values(
-    status=sa.bindparam("e_status", type_=sa.JSON),
-    condition_type=sa.bindparam("e_condition"),
-    updated_at=sa.bindparam("e_updated"),
+_BUMP_REVISION_RETURNING = _BUMP_REVISION.returning(_EC.revision)
+_SELECT_ID_REVISION = sa.select(_EC.id, _EC.revision).where(
+    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
 )
 _SELECT_REVISION_BY_ID = sa.select(_EC.revision).where(_EC.id == sa.bindparam("e_id"))
 _UPDATE_TRIAL_STATUS = (
@@ -99,12 +99,55 @@ _COUNT_TRIALS = sa.select(sa.func.count()).select_from(trials_table).where(
 _EXISTING_TRIALS = sa.select(_TC.name, _TC.namespace).where(
     _TC.name.in_(sa.bindparam("t_names", expanding=True))
 )
+_INSERT_TRIALS = sa.insert(trials_table)
+_INSERT_OBSERVATIONS = sa.insert(observation_logs)
+
+
+@functools.cache
+def _fenced_bump(owned: bool, with_status: bool, counted: bool, returning: bool) -> sa.Update:
+    """UPDATE bumping the revision of the experiment named by e_name/e_namespace.
+
+    It matches no row unless the experiment exists and, if `owned`, e_owner holds it,
+    and, if `counted`, it has e_count trials: the fencing checks and the write in one
+    statement. `counted` is for SQLite only, where the transaction holds the database's
+    write lock: a server re-checks a locked row's WHERE against its snapshot of the
+    trials table and would miss trials committed meanwhile.
+    """
+    stmt = (
+        sa.update(experiments)
+        .where(_EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace"))
+        .values(revision=_EC.revision + 1)
+    )
+    if owned:
+        stmt = stmt.where(_EC.owner == sa.bindparam("e_owner"))
+    if counted:
+        count = (
+            sa.select(sa.func.count())
+            .select_from(trials_table)
+            .where(_TC.experiment_id == _EC.id)
+            .scalar_subquery()
+        )
+        stmt = stmt.where(count == sa.bindparam("e_count"))
+    if with_status:
+        stmt = stmt.values(
+            status=sa.bindparam("e_status", type_=sa.JSON),
+            condition_type=sa.bindparam("e_condition"),
+            updated_at=sa.bindparam("e_updated"),
+        )
+    if returning:
+        stmt = stmt.returning(_EC.id, _EC.revision)
+    return stmt
+
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK_NAME = "katib_migrate"
 _MIGRATION_LOCK_TIMEOUT_S = 60
 # Serialises migrations of SQLite files within one process (flock covers other processes).
 _PROCESS_MIGRATION_LOCK = threading.Lock()
+
+
+class _NameTaken(Exception):
+    """A new trial's INSERT hit the unique name: leave the transaction, then say which."""
 
 
 def _utcnow() -> datetime:
@@ -224,6 +267,14 @@ def _check_name(kind: str, name: str) -> None:
         )
 
 
+def _count_conflict(name: str, namespace: str, count: int, expected: int) -> ConflictError:
+    return ConflictError(
+        f"experiment {namespace}/{name} has {count} trials, "
+        f"not the {expected} these new trials were planned on; "
+        "another controller created trials concurrently"
+    )
+
+
 def _latest_condition(status: dict[str, Any] | None) -> str | None:
     conditions = (status or {}).get("conditions") or []
     return conditions[-1].get("type") if conditions else None
@@ -300,43 +351,87 @@ class SQLStorage(BaseStorage):
         return int(exp_id)
 
     @staticmethod
-    def _lock_experiment(conn: Connection, name: str, namespace: str, owner: str | None) -> int:
-        """The experiment's id, its row locked to the end of the transaction (fencing).
+    def _write_experiment(
+        conn: Connection,
+        name: str,
+        namespace: str,
+        *,
+        owner: str | None = None,
+        expected_count: int | None = None,
+        status: dict[str, Any] | None = None,
+    ) -> tuple[int, int]:
+        """Fence, bump the revision (storing `status`, if given): (id, new revision).
 
-        SELECT ... FOR UPDATE on the servers; on SQLite the transaction already holds
-        the database's write lock (BEGIN IMMEDIATE). ConflictError when `owner` is
-        given and does not hold the experiment.
+        One conditional UPDATE, the batch's first statement: it locks the experiment's
+        row to the end of the transaction before any trial row, so concurrent writers
+        of one experiment serialise and each sees exactly its own revision.
+        NotFoundError if the experiment is absent; ConflictError when `owner` does not
+        hold it or it has not `expected_count` trials. Why it matched nothing is only
+        asked when it did.
         """
-        query = _SELECT_EXPERIMENT_OWNER
-        if conn.dialect.name != "sqlite":
-            query = query.with_for_update()
-        row = conn.execute(query, {"e_name": name, "e_namespace": namespace}).first()
-        if row is None:
-            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
-        if owner is not None and row.owner != owner:
-            raise ConflictError(
-                f"experiment {namespace}/{name} is no longer owned by {owner} "
-                f"(owner now: {row.owner or 'nobody'}); its lease was lost"
-            )
-        return int(row.id)
-
-    @staticmethod
-    def _bump(conn: Connection, exp_id: int, status: dict[str, Any] | None = None) -> int:
-        """Bump the experiment's revision (and store `status`, if given); the new revision.
-
-        The UPDATE holds the row until commit, so concurrent writers of one
-        experiment serialise and each sees exactly its own revision.
-        """
-        params: dict[str, Any] = {"e_id": exp_id}
-        stmt = _BUMP_REVISION
+        params: dict[str, Any] = {"e_name": name, "e_namespace": namespace}
+        if owner is not None:
+            params["e_owner"] = owner
         if status is not None:
-            stmt = _BUMP_REVISION_WITH_STATUS
             params.update(
                 e_status=status, e_condition=_latest_condition(status), e_updated=_utcnow()
             )
+        dialect = conn.dialect
+        counted = expected_count is not None and dialect.name == "sqlite"
+        if counted:
+            params["e_count"] = expected_count
+        returning = dialect.update_returning
+        stmt = _fenced_bump(owner is not None, status is not None, counted, returning)
+        row: Any
+        if returning:
+            row = conn.execute(stmt, params).first()
+        elif conn.execute(stmt, params).rowcount == 1:
+            row = conn.execute(_SELECT_ID_REVISION, params).first()
+        else:
+            row = None
+        if row is None:
+            raise SQLStorage._fence_failure(conn, name, namespace, owner, expected_count)
+        exp_id = int(row[0])
+        if expected_count is not None and not counted:
+            # The row is locked: no other writer of this experiment can add trials
+            # until we commit, and this statement sees every trial committed before.
+            count = conn.execute(_COUNT_TRIALS, {"e_id": exp_id}).scalar_one()
+            if count != expected_count:
+                raise _count_conflict(name, namespace, count, expected_count)
+        return exp_id, int(row[1])
+
+    @staticmethod
+    def _fence_failure(
+        conn: Connection, name: str, namespace: str, owner: str | None,
+        expected_count: int | None,
+    ) -> KatibError:
+        """Why `_write_experiment`'s UPDATE matched no row, as the error to raise."""
+        row = conn.execute(
+            _SELECT_EXPERIMENT_OWNER, {"e_name": name, "e_namespace": namespace}
+        ).first()
+        if row is None:
+            return NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+        if owner is not None and row.owner != owner:
+            return ConflictError(
+                f"experiment {namespace}/{name} is no longer owned by {owner} "
+                f"(owner now: {row.owner or 'nobody'}); its lease was lost"
+            )
+        if expected_count is not None:
+            count = conn.execute(_COUNT_TRIALS, {"e_id": row.id}).scalar_one()
+            if count != expected_count:
+                return _count_conflict(name, namespace, count, expected_count)
+        # Only on a server, where another transaction can commit between the statements.
+        return ConflictError(
+            f"experiment {namespace}/{name} changed while it was being written; retry"
+        )
+
+    @staticmethod
+    def _bump(conn: Connection, exp_id: int) -> int:
+        """Bump the experiment's revision; the new revision (the row stays locked)."""
+        params = {"e_id": exp_id}
         if conn.dialect.update_returning:
-            return int(conn.execute(stmt.returning(_EC.revision), params).scalar_one())
-        conn.execute(stmt, params)
+            return int(conn.execute(_BUMP_REVISION_RETURNING, params).scalar_one())
+        conn.execute(_BUMP_REVISION, params)
         return int(conn.execute(_SELECT_REVISION_BY_ID, params).scalar_one())
 
     @staticmethod
@@ -589,40 +684,52 @@ class SQLStorage(BaseStorage):
             for e in entries:
                 _check_name("metric", e.metric_name)
         rows = [self._trial_row(t, namespace) for t in batch.new_trials]
-        listed = ", ".join(f'"{n}"' for n in names)
-        message = f"one of the trials {listed} already exists (created concurrently)"
         status_doc = batch.status.to_dict() if batch.status is not None else None
-        with self._tx(duplicate=message) as conn:
-            if owner is None and expected_count is None:
-                exp_id = self._experiment_id(conn, experiment_name, namespace)
-            else:
-                exp_id = self._lock_experiment(conn, experiment_name, namespace, owner)
-            # The experiment's row first: every writer locks it before any trial row.
-            revision = self._bump(conn, exp_id, status_doc)
-            for trial_name, entries in batch.observations.items():
-                self._insert_observations(conn, trial_name, entries)
-            for trial in batch.trial_updates:
-                self._update_trial(conn, trial, exp_id)
-            if rows:
-                if expected_count is not None:
-                    count = conn.execute(_COUNT_TRIALS, {"e_id": exp_id}).scalar_one()
-                    if count != expected_count:
-                        raise ConflictError(
-                            f"experiment {namespace}/{experiment_name} has {count} trials, "
-                            f"not the {expected_count} these new trials were planned on; "
-                            "another controller created trials concurrently"
-                        )
-                existing = conn.execute(_EXISTING_TRIALS, {"t_names": names}).first()
-                if existing is not None:
-                    raise AlreadyExistsError(
-                        f'trial "{existing.name}" already exists'
-                        + ("" if existing.namespace == namespace
-                           else f' (in namespace "{existing.namespace}"; trial names are global)')
-                    )
-                for r in rows:
-                    r["experiment_id"] = exp_id
-                conn.execute(sa.insert(trials_table), rows)
+        try:
+            with self._tx() as conn:
+                exp_id, revision = self._write_experiment(
+                    conn,
+                    experiment_name,
+                    namespace,
+                    owner=owner,
+                    expected_count=expected_count if rows else None,
+                    status=status_doc,
+                )
+                for trial_name, entries in batch.observations.items():
+                    self._insert_observations(conn, trial_name, entries)
+                for trial in batch.trial_updates:
+                    self._update_trial(conn, trial, exp_id)
+                if rows:
+                    for r in rows:
+                        r["experiment_id"] = exp_id
+                    try:
+                        conn.execute(_INSERT_TRIALS, rows)
+                    except sa.exc.IntegrityError:
+                        raise _NameTaken from None
+        except _NameTaken:
+            raise self._name_taken(names, namespace) from None
         return revision
+
+    def _name_taken(self, names: list[str], namespace: str) -> AlreadyExistsError:
+        """Which of the new trials' names exists, asked only once an INSERT has failed.
+
+        The failed transaction is gone (a server aborts it): this reads in a new one.
+        """
+        try:
+            with self._tx() as conn:
+                existing = conn.execute(_EXISTING_TRIALS, {"t_names": names}).first()
+        except KatibError:
+            existing = None
+        if existing is None:
+            listed = ", ".join(f'"{n}"' for n in names)
+            return AlreadyExistsError(
+                f"one of the trials {listed} already exists (created concurrently)"
+            )
+        return AlreadyExistsError(
+            f'trial "{existing.name}" already exists'
+            + ("" if existing.namespace == namespace
+               else f' (in namespace "{existing.namespace}"; trial names are global)')
+        )
 
     @staticmethod
     def _trial_row(trial: Trial, namespace: str) -> dict[str, Any]:
@@ -828,7 +935,7 @@ class SQLStorage(BaseStorage):
                     "step": step,
                 }
             )
-        conn.execute(sa.insert(observation_logs), rows)
+        conn.execute(_INSERT_OBSERVATIONS, rows)
 
     def get_observation_log(
         self,

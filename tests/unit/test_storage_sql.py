@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,7 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from katib.storage.base import MetricLogEntry
+from katib.api.models import Condition, ExperimentStatus
+from katib.errors import AlreadyExistsError, ConflictError, NotFoundError, UnavailableError
+from katib.storage.base import MetricLogEntry, WriteBatch
+from katib.storage.engine import sqlite_path
 from katib.storage.sql import SQLStorage
 from katib.storage.tables import ZERO_TIME, ZERO_TIME_SENTINEL
 from katib.testing.storage import make_experiment, make_trial
@@ -203,3 +207,138 @@ def test_upgrade_from_0001_keeps_experiments_and_starts_revisions_at_zero(
         assert storage.get_experiment("old").name == "old"
         storage.create_trials("old", "default", [make_trial("t1")])
         assert storage.experiment_revision("old") == 1
+
+
+def _finish_batch(storage: SQLStorage, name: str) -> WriteBatch:
+    """A batch shaped like the controller's for a finished trial."""
+    trial = storage.get_trial(name)
+    trial.status.conditions.append(Condition(type="Succeeded", status="True", reason="R"))
+    now = datetime.now(UTC)
+    return WriteBatch(
+        observations={name: [MetricLogEntry("acc", "0.5", now, step=1)]},
+        trial_updates=[trial],
+        status=ExperimentStatus(conditions=[Condition(type="Running", status="True")]),
+    )
+
+
+def test_write_batch_failures_say_why_and_write_nothing(storage: SQLStorage) -> None:
+    """Fencing and duplicate names are found out only once a write fails: same messages."""
+    storage.create_experiment(make_experiment())
+    storage.create_experiment(make_experiment(namespace="a"))
+    storage.create_trials("exp", "a", [make_trial("taken", "a")])
+    storage.create_trials("exp", "default", [make_trial("t1")])
+    before = storage.experiment_revision("exp")
+    finish = _finish_batch(storage, "t1")
+
+    def attempt() -> WriteBatch:
+        return WriteBatch(
+            observations=finish.observations, trial_updates=finish.trial_updates,
+            status=finish.status, new_trials=[make_trial("t2")],
+        )
+
+    with pytest.raises(NotFoundError, match='experiment "nope" not found in namespace "default"'):
+        storage.write_batch("nope", "default", attempt(), owner="a", expected_count=1)
+    with pytest.raises(ConflictError, match=r"no longer owned by a \(owner now: nobody\)"):
+        storage.write_batch("exp", "default", attempt(), owner="a", expected_count=1)
+    assert storage.acquire_experiment("exp", "default", "b")
+    with pytest.raises(ConflictError, match=r"no longer owned by a \(owner now: b\)"):
+        storage.write_batch("exp", "default", attempt(), owner="a", expected_count=1)
+    with pytest.raises(ConflictError, match="has 1 trials, not the 0 these new trials"):
+        storage.write_batch("exp", "default", attempt(), owner="b", expected_count=0)
+    taken = attempt()
+    taken.new_trials = [make_trial("t2"), make_trial("taken")]
+    with pytest.raises(
+        AlreadyExistsError,
+        match=r'trial "taken" already exists \(in namespace "a"; trial names are global\)',
+    ):
+        storage.write_batch("exp", "default", taken, owner="b", expected_count=1)
+    taken.new_trials = [make_trial("t1")]
+    with pytest.raises(AlreadyExistsError, match=r'^trial "t1" already exists$'):
+        storage.write_batch("exp", "default", taken, owner="b", expected_count=1)
+
+    assert storage.experiment_revision("exp") == before
+    assert storage.get_experiment("exp").status is None
+    assert storage.get_trial("t1").condition == "Created"
+    assert storage.get_observation_log("t1") == []
+    assert [t.name for t in storage.list_trials("exp")] == ["t1"]
+    # The failed transactions left nothing locked or half-done behind them.
+    assert storage.write_batch("exp", "default", attempt(), owner="b", expected_count=1) == (
+        before + 1
+    )
+    assert [t.name for t in storage.list_trials("exp")] == ["t1", "t2"]
+    assert storage.get_trial("t1").condition == "Succeeded"
+    assert [e.value for e in storage.get_observation_log("t1")] == ["0.5"]
+
+
+def test_write_batch_without_fencing_needs_the_experiment(storage: SQLStorage) -> None:
+    with pytest.raises(NotFoundError, match='experiment "nope" not found'):
+        storage.write_batch("nope", "default", WriteBatch(new_trials=[make_trial("t1")]))
+    with pytest.raises(NotFoundError, match='experiment "nope" not found'):
+        storage.update_experiment_status("nope", "default", ExperimentStatus())
+
+
+def test_sqlite_controller_batches_ask_no_questions(storage: SQLStorage) -> None:
+    """On SQLite, a successful batch only writes: fencing rides on the experiment's UPDATE."""
+    if storage.engine.dialect.name != "sqlite":
+        pytest.skip("the statement plan is SQLite's")
+    storage.create_experiment(make_experiment())
+    storage.create_trials("exp", "default", [make_trial("t1")])
+    assert storage.acquire_experiment("exp", "default", "me")
+    finish = _finish_batch(storage, "t1")
+    statements: list[str] = []
+
+    @sa.event.listens_for(storage.engine, "before_cursor_execute")
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(" ".join(statement.split()[:3]))
+
+    storage.write_batch("exp", "default", finish, owner="me")
+    storage.write_batch(
+        "exp", "default", WriteBatch(new_trials=[make_trial("t2")]), owner="me",
+        expected_count=1,
+    )
+    assert statements == [
+        "UPDATE experiments SET",
+        "INSERT INTO observation_logs",
+        "UPDATE trials SET",
+        "UPDATE experiments SET",
+        "INSERT INTO trials",
+    ]
+
+
+def test_sqlite_transactions_take_the_write_lock_at_begin(sqlite_url: str) -> None:
+    """BEGIN IMMEDIATE: a transaction holds the write lock before its first statement."""
+    with SQLStorage(sqlite_url) as storage:
+        path = sqlite_path(sqlite_url)
+        other = sqlite3.connect(str(path), timeout=0, isolation_level=None)
+        try:
+            with (
+                storage.engine.begin(),
+                pytest.raises(sqlite3.OperationalError, match="locked"),
+            ):
+                other.execute("BEGIN IMMEDIATE")
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+
+
+def test_sqlite_write_lock_timeout_is_unavailable(sqlite_url: str) -> None:
+    """A writer that cannot get the lock in time gets the retryable UnavailableError."""
+    with SQLStorage(sqlite_url) as storage:
+        storage.create_experiment(make_experiment())
+        storage.engine.dispose()
+
+        @sa.event.listens_for(storage.engine, "connect")
+        def short_timeout(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            dbapi_conn.execute("PRAGMA busy_timeout = 50")
+
+        holder = sqlite3.connect(str(sqlite_path(sqlite_url)), isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(UnavailableError, match="locked"):
+                storage.write_batch("exp", "default", WriteBatch(new_trials=[make_trial("t")]))
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        storage.write_batch("exp", "default", WriteBatch(new_trials=[make_trial("t")]))
+        assert [t.name for t in storage.list_trials("exp")] == ["t"]
