@@ -27,21 +27,12 @@ from katib.api.models import (
     ObjectiveType,
     OptimalTrial,
     Trial,
-    TrialConditionType,
 )
 from katib.controller import observation, time_budget
 from katib.controller.conversion import frame_trial, trial_to_pb
+from katib.controller.status import BUCKETS, fill_lists
 from katib.storage.base import MetricLogEntry, WriteBatch
 
-BUCKETS = {
-    TrialConditionType.KILLED: "killed",
-    TrialConditionType.FAILED: "failed",
-    TrialConditionType.SUCCEEDED: "succeeded",
-    TrialConditionType.EARLY_STOPPED: "early_stopped",
-    TrialConditionType.RUNNING: "running",
-    TrialConditionType.METRICS_UNAVAILABLE: "metrics_unavailable",
-    TrialConditionType.CREATED: "pending",
-}
 _OPTIMAL_CANDIDATES = ("succeeded", "early_stopped")
 
 
@@ -222,23 +213,7 @@ class ExperimentView:
         lists: dict[str, list[str]] = {bucket: [] for bucket in BUCKETS.values()}
         for name, bucket in zip(self._names, self._buckets, strict=True):
             lists[bucket].append(name)
-        counts = {bucket: len(names) for bucket, names in lists.items()}
-        status.trials = len(self.trials) or None
-        status.trials_succeeded = counts["succeeded"] or None
-        status.trials_failed = counts["failed"] or None
-        status.trials_killed = counts["killed"] or None
-        status.trials_pending = counts["pending"] or None
-        status.trials_running = counts["running"] or None
-        status.trials_early_stopped = counts["early_stopped"] or None
-        status.trial_metrics_unavailable = counts["metrics_unavailable"] or None
-        status.succeeded_trial_list = lists["succeeded"] or None
-        status.failed_trial_list = lists["failed"] or None
-        status.killed_trial_list = lists["killed"] or None
-        status.pending_trial_list = lists["pending"] or None
-        status.running_trial_list = lists["running"] or None
-        status.early_stopped_trial_list = lists["early_stopped"] or None
-        status.metrics_unavailable_trial_list = lists["metrics_unavailable"] or None
-        return counts
+        return fill_lists(status, lists)
 
     def optimal(self) -> OptimalTrial | None:
         """observation.optimal_trial over `trials`, from the ranked completed trials."""

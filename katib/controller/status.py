@@ -94,7 +94,8 @@ def mark_experiment(
     set_condition(status.conditions, type_, "True", reason, message)
 
 
-_BUCKETS = {
+#: A trial's latest condition -> its count and list in the experiment's status.
+BUCKETS = {
     TrialConditionType.KILLED: "killed",
     TrialConditionType.FAILED: "failed",
     TrialConditionType.SUCCEEDED: "succeeded",
@@ -107,11 +108,16 @@ _BUCKETS = {
 
 def aggregate(status: ExperimentStatus, trials: Sequence[Trial]) -> dict[str, int]:
     """Fill the trial lists and counts (zero counts are left out, as Katib's omitempty does)."""
-    lists: dict[str, list[str]] = {bucket: [] for bucket in _BUCKETS.values()}
+    lists: dict[str, list[str]] = {bucket: [] for bucket in BUCKETS.values()}
     for trial in trials:
-        lists[_BUCKETS[trial.condition]].append(trial.name)
+        lists[BUCKETS[trial.condition]].append(trial.name)
+    return fill_lists(status, lists)
+
+
+def fill_lists(status: ExperimentStatus, lists: dict[str, list[str]]) -> dict[str, int]:
+    """Set the status's counts and trial lists from trial names by bucket (see BUCKETS)."""
     counts = {bucket: len(names) for bucket, names in lists.items()}
-    status.trials = len(trials) or None
+    status.trials = sum(counts.values()) or None
     status.trials_succeeded = counts["succeeded"] or None
     status.trials_failed = counts["failed"] or None
     status.trials_killed = counts["killed"] or None
