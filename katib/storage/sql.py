@@ -9,19 +9,14 @@ caller says what was being created.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.util import CommandError
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from katib.api.models import Experiment, ExperimentStatus, Trial
 from katib.errors import (
@@ -32,6 +27,7 @@ from katib.errors import (
     NotFoundError,
     StorageError,
 )
+from katib.storage import statements as q
 from katib.storage.base import (
     BaseStorage,
     ExperimentLease,
@@ -43,9 +39,9 @@ from katib.storage.engine import (
     create_engine_for,
     redact,
     resolve_url,
-    sqlite_path,
     unavailable,
 )
+from katib.storage.migration import migrate
 from katib.storage.tables import (
     NAME_LENGTH,
     experiments,
@@ -61,90 +57,6 @@ _TRIAL_TEXT_COLUMNS = (
     sa.cast(trials_table.c.document, sa.Text),
     sa.cast(trials_table.c.status, sa.Text),
 )
-
-# Statements of the reconcile loop's hot path, built once: building a SQLAlchemy
-# statement costs more than SQLite takes to run it.
-_EC, _TC = experiments.c, trials_table.c
-_SELECT_EXPERIMENT_ID = sa.select(_EC.id).where(
-    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
-)
-_SELECT_EXPERIMENT_OWNER = sa.select(_EC.id, _EC.owner).where(
-    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
-)
-_SELECT_REVISION = sa.select(_EC.revision).where(
-    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
-)
-_BUMP_REVISION = sa.update(experiments).where(_EC.id == sa.bindparam("e_id")).values(
-    revision=_EC.revision + 1
-)
-_BUMP_REVISION_RETURNING = _BUMP_REVISION.returning(_EC.revision)
-_SELECT_ID_REVISION = sa.select(_EC.id, _EC.revision).where(
-    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
-)
-_SELECT_REVISION_BY_ID = sa.select(_EC.revision).where(_EC.id == sa.bindparam("e_id"))
-_UPDATE_TRIAL_STATUS = (
-    sa.update(trials_table)
-    .where(_TC.name == sa.bindparam("t_name"), _TC.namespace == sa.bindparam("t_namespace"))
-    .values(
-        status=sa.bindparam("t_status", type_=sa.JSON),
-        condition_type=sa.bindparam("t_condition"),
-        start_time=sa.bindparam("t_start"),
-        completion_time=sa.bindparam("t_completion"),
-    )
-)
-_UPDATE_TRIAL_STATUS_OF = _UPDATE_TRIAL_STATUS.where(_TC.experiment_id == sa.bindparam("e_id"))
-_COUNT_TRIALS = sa.select(sa.func.count()).select_from(trials_table).where(
-    _TC.experiment_id == sa.bindparam("e_id")
-)
-_EXISTING_TRIALS = sa.select(_TC.name, _TC.namespace).where(
-    _TC.name.in_(sa.bindparam("t_names", expanding=True))
-)
-_INSERT_TRIALS = sa.insert(trials_table)
-_INSERT_OBSERVATIONS = sa.insert(observation_logs)
-
-
-@functools.cache
-def _fenced_bump(owned: bool, with_status: bool, counted: bool, returning: bool) -> sa.Update:
-    """UPDATE bumping the revision of the experiment named by e_name/e_namespace.
-
-    It matches no row unless the experiment exists and, if `owned`, e_owner holds it,
-    and, if `counted`, it has e_count trials: the fencing checks and the write in one
-    statement. `counted` is for SQLite only, where the transaction holds the database's
-    write lock: a server re-checks a locked row's WHERE against its snapshot of the
-    trials table and would miss trials committed meanwhile.
-    """
-    stmt = (
-        sa.update(experiments)
-        .where(_EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace"))
-        .values(revision=_EC.revision + 1)
-    )
-    if owned:
-        stmt = stmt.where(_EC.owner == sa.bindparam("e_owner"))
-    if counted:
-        count = (
-            sa.select(sa.func.count())
-            .select_from(trials_table)
-            .where(_TC.experiment_id == _EC.id)
-            .scalar_subquery()
-        )
-        stmt = stmt.where(count == sa.bindparam("e_count"))
-    if with_status:
-        stmt = stmt.values(
-            status=sa.bindparam("e_status", type_=sa.JSON),
-            condition_type=sa.bindparam("e_condition"),
-            updated_at=sa.bindparam("e_updated"),
-        )
-    if returning:
-        stmt = stmt.returning(_EC.id, _EC.revision)
-    return stmt
-
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-_MIGRATION_LOCK_NAME = "katib_migrate"
-_MIGRATION_LOCK_TIMEOUT_S = 60
-# Serialises migrations of SQLite files within one process (flock covers other processes).
-_PROCESS_MIGRATION_LOCK = threading.Lock()
-
 
 class _NameTaken(Exception):
     """A new trial's INSERT hit the unique name: leave the transaction, then say which."""
@@ -174,88 +86,6 @@ def _db_now(conn: Connection) -> datetime:
     if value.tzinfo is not None:
         return value.astimezone(UTC)
     return value.replace(tzinfo=UTC)
-
-
-def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
-    """An alembic Config built in code (no alembic.ini): our script location and connection."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("path_separator", "os")
-    if url is not None:
-        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    return cfg
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path | None) -> Iterator[None]:
-    """Exclusive lock on `<db>.lock` so two processes don't migrate one SQLite file at once."""
-    with _PROCESS_MIGRATION_LOCK:
-        if path is None:
-            yield
-            return
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: BEGIN IMMEDIATE still serialises
-            yield
-            return
-        lock_path = path.with_name(path.name + ".lock")
-        with open(lock_path, "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _server_lock(conn: Connection, acquire: bool) -> None:
-    """A named lock on the database server, so concurrent first starts migrate once."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        fn = "pg_advisory_lock" if acquire else "pg_advisory_unlock"
-        conn.execute(sa.text(f"SELECT {fn}(hashtext(:n))"), {"n": _MIGRATION_LOCK_NAME})
-    elif name in ("mysql", "mariadb"):
-        # GET_LOCK is server-wide: name it after the database so other databases don't wait.
-        lock = "CONCAT(:n, '_', COALESCE(DATABASE(), ''))"
-        if acquire:
-            got = conn.execute(
-                sa.text(f"SELECT GET_LOCK(LEFT({lock}, 64), :t)"),
-                {"n": _MIGRATION_LOCK_NAME, "t": _MIGRATION_LOCK_TIMEOUT_S},
-            ).scalar()
-            if got != 1:
-                raise StorageError("timed out waiting for another process to migrate the database")
-        else:
-            conn.execute(sa.text(f"SELECT RELEASE_LOCK(LEFT({lock}, 64))"),
-                         {"n": _MIGRATION_LOCK_NAME})
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (`alembic upgrade head`); safe concurrently."""
-    lock_file = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
-    try:
-        with _file_lock(lock_file), engine.connect() as conn:
-            _server_lock(conn, acquire=True)
-            try:
-                if not conn.in_transaction():
-                    conn.begin()
-                command.upgrade(alembic_config(conn), "head")
-                conn.commit()
-            finally:
-                if conn.in_transaction():
-                    conn.rollback()
-                _server_lock(conn, acquire=False)
-                conn.commit()
-    except KatibError:
-        raise
-    except sa.exc.OperationalError as exc:
-        raise unavailable(engine.url, exc) from None
-    except sa.exc.DBAPIError as exc:
-        raise StorageError(f"migrating database {redact(engine.url)} failed: {exc.orig}") from None
-    except CommandError as exc:  # e.g. a revision from a newer katib we don't know
-        raise StorageError(
-            f"database {redact(engine.url)} has a schema this version cannot migrate: {exc}"
-        ) from None
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -344,7 +174,7 @@ class SQLStorage(BaseStorage):
     @staticmethod
     def _experiment_id(conn: Connection, name: str, namespace: str) -> int:
         exp_id = conn.execute(
-            _SELECT_EXPERIMENT_ID, {"e_name": name, "e_namespace": namespace}
+            q.SELECT_EXPERIMENT_ID, {"e_name": name, "e_namespace": namespace}
         ).scalar()
         if exp_id is None:
             raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
@@ -381,12 +211,12 @@ class SQLStorage(BaseStorage):
         if counted:
             params["e_count"] = expected_count
         returning = dialect.update_returning
-        stmt = _fenced_bump(owner is not None, status is not None, counted, returning)
+        stmt = q.fenced_bump(owner is not None, status is not None, counted, returning)
         row: Any
         if returning:
             row = conn.execute(stmt, params).first()
         elif conn.execute(stmt, params).rowcount == 1:
-            row = conn.execute(_SELECT_ID_REVISION, params).first()
+            row = conn.execute(q.SELECT_ID_REVISION, params).first()
         else:
             row = None
         if row is None:
@@ -395,7 +225,7 @@ class SQLStorage(BaseStorage):
         if expected_count is not None and not counted:
             # The row is locked: no other writer of this experiment can add trials
             # until we commit, and this statement sees every trial committed before.
-            count = conn.execute(_COUNT_TRIALS, {"e_id": exp_id}).scalar_one()
+            count = conn.execute(q.COUNT_TRIALS, {"e_id": exp_id}).scalar_one()
             if count != expected_count:
                 raise _count_conflict(name, namespace, count, expected_count)
         return exp_id, int(row[1])
@@ -407,7 +237,7 @@ class SQLStorage(BaseStorage):
     ) -> KatibError:
         """Why `_write_experiment`'s UPDATE matched no row, as the error to raise."""
         row = conn.execute(
-            _SELECT_EXPERIMENT_OWNER, {"e_name": name, "e_namespace": namespace}
+            q.SELECT_EXPERIMENT_OWNER, {"e_name": name, "e_namespace": namespace}
         ).first()
         if row is None:
             return NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
@@ -417,7 +247,7 @@ class SQLStorage(BaseStorage):
                 f"(owner now: {row.owner or 'nobody'}); its lease was lost"
             )
         if expected_count is not None:
-            count = conn.execute(_COUNT_TRIALS, {"e_id": row.id}).scalar_one()
+            count = conn.execute(q.COUNT_TRIALS, {"e_id": row.id}).scalar_one()
             if count != expected_count:
                 return _count_conflict(name, namespace, count, expected_count)
         # Only on a server, where another transaction can commit between the statements.
@@ -430,9 +260,9 @@ class SQLStorage(BaseStorage):
         """Bump the experiment's revision; the new revision (the row stays locked)."""
         params = {"e_id": exp_id}
         if conn.dialect.update_returning:
-            return int(conn.execute(_BUMP_REVISION_RETURNING, params).scalar_one())
-        conn.execute(_BUMP_REVISION, params)
-        return int(conn.execute(_SELECT_REVISION_BY_ID, params).scalar_one())
+            return int(conn.execute(q.BUMP_REVISION_RETURNING, params).scalar_one())
+        conn.execute(q.BUMP_REVISION, params)
+        return int(conn.execute(q.SELECT_REVISION_BY_ID, params).scalar_one())
 
     @staticmethod
     def _experiment_document(experiment: Experiment) -> tuple[dict[str, Any], Any]:
@@ -512,7 +342,7 @@ class SQLStorage(BaseStorage):
     def experiment_revision(self, name: str, namespace: str = "default") -> int:
         with self._tx() as conn:
             value = conn.execute(
-                _SELECT_REVISION, {"e_name": name, "e_namespace": namespace}
+                q.SELECT_REVISION, {"e_name": name, "e_namespace": namespace}
             ).scalar()
         if value is None:
             raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
@@ -703,7 +533,7 @@ class SQLStorage(BaseStorage):
                     for r in rows:
                         r["experiment_id"] = exp_id
                     try:
-                        conn.execute(_INSERT_TRIALS, rows)
+                        conn.execute(q.INSERT_TRIALS, rows)
                     except sa.exc.IntegrityError:
                         raise _NameTaken from None
         except _NameTaken:
@@ -717,7 +547,7 @@ class SQLStorage(BaseStorage):
         """
         try:
             with self._tx() as conn:
-                existing = conn.execute(_EXISTING_TRIALS, {"t_names": names}).first()
+                existing = conn.execute(q.EXISTING_TRIALS, {"t_names": names}).first()
         except KatibError:
             existing = None
         if existing is None:
@@ -760,9 +590,9 @@ class SQLStorage(BaseStorage):
             "t_start": _parse_status_time(trial.status.start_time),
             "t_completion": _parse_status_time(trial.status.completion_time),
         }
-        stmt = _UPDATE_TRIAL_STATUS
+        stmt = q.UPDATE_TRIAL_STATUS
         if exp_id is not None:
-            stmt, params["e_id"] = _UPDATE_TRIAL_STATUS_OF, exp_id
+            stmt, params["e_id"] = q.UPDATE_TRIAL_STATUS_OF, exp_id
         result = conn.execute(stmt, params)
         if result.rowcount != 1:
             raise NotFoundError(
@@ -935,7 +765,7 @@ class SQLStorage(BaseStorage):
                     "step": step,
                 }
             )
-        conn.execute(_INSERT_OBSERVATIONS, rows)
+        conn.execute(q.INSERT_OBSERVATIONS, rows)
 
     def get_observation_log(
         self,

@@ -189,7 +189,7 @@ def test_upgrade_from_0001_keeps_experiments_and_starts_revisions_at_zero(
 ) -> None:
     from alembic import command
 
-    from katib.storage.sql import alembic_config
+    from katib.storage.migration import alembic_config
 
     engine = sa.create_engine(sqlite_url)
     with engine.begin() as conn:

@@ -1,1 +1,1 @@
-"""Alembic migrations for the storage schema, run in code by katib.storage.sql.migrate."""
+"""Alembic migrations for the storage schema, run in code by katib.storage.migration.migrate."""

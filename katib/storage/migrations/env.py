@@ -1,6 +1,6 @@
 """Alembic environment: runs on the connection katib.storage.sql hands over.
 
-No alembic.ini is needed: the Config is built in code (katib.storage.sql.alembic_config).
+No alembic.ini is needed: the Config is built in code (katib.storage.migration.alembic_config).
 When run from the alembic CLI instead, set `sqlalchemy.url` in the Config.
 """
 

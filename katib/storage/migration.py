@@ -1,0 +1,110 @@
+"""Schema migrations: alembic run in code (no alembic.ini), safe when processes race.
+
+The first start of several servers (or `katib run`s) on one database migrates once:
+SQLite files are guarded by a file lock, PostgreSQL and MySQL/MariaDB by a named
+lock on the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection, Engine
+
+from katib.errors import KatibError, StorageError
+from katib.storage.engine import redact, sqlite_path, unavailable
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK_NAME = "katib_migrate"
+_MIGRATION_LOCK_TIMEOUT_S = 60
+# Serialises migrations of SQLite files within one process (flock covers other processes).
+_PROCESS_MIGRATION_LOCK = threading.Lock()
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    """An alembic Config built in code (no alembic.ini): our script location and connection."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """Exclusive lock on `<db>.lock` so two processes don't migrate one SQLite file at once."""
+    with _PROCESS_MIGRATION_LOCK:
+        if path is None:
+            yield
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: BEGIN IMMEDIATE still serialises
+            yield
+            return
+        lock_path = path.with_name(path.name + ".lock")
+        with open(lock_path, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _server_lock(conn: Connection, acquire: bool) -> None:
+    """A named lock on the database server, so concurrent first starts migrate once."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        fn = "pg_advisory_lock" if acquire else "pg_advisory_unlock"
+        conn.execute(sa.text(f"SELECT {fn}(hashtext(:n))"), {"n": _MIGRATION_LOCK_NAME})
+    elif name in ("mysql", "mariadb"):
+        # GET_LOCK is server-wide: name it after the database so other databases don't wait.
+        lock = "CONCAT(:n, '_', COALESCE(DATABASE(), ''))"
+        if acquire:
+            got = conn.execute(
+                sa.text(f"SELECT GET_LOCK(LEFT({lock}, 64), :t)"),
+                {"n": _MIGRATION_LOCK_NAME, "t": _MIGRATION_LOCK_TIMEOUT_S},
+            ).scalar()
+            if got != 1:
+                raise StorageError("timed out waiting for another process to migrate the database")
+        else:
+            conn.execute(sa.text(f"SELECT RELEASE_LOCK(LEFT({lock}, 64))"),
+                         {"n": _MIGRATION_LOCK_NAME})
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (`alembic upgrade head`); safe concurrently."""
+    lock_file = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
+    try:
+        with _file_lock(lock_file), engine.connect() as conn:
+            _server_lock(conn, acquire=True)
+            try:
+                if not conn.in_transaction():
+                    conn.begin()
+                command.upgrade(alembic_config(conn), "head")
+                conn.commit()
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
+                _server_lock(conn, acquire=False)
+                conn.commit()
+    except KatibError:
+        raise
+    except sa.exc.OperationalError as exc:
+        raise unavailable(engine.url, exc) from None
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"migrating database {redact(engine.url)} failed: {exc.orig}") from None
+    except CommandError as exc:  # e.g. a revision from a newer katib we don't know
+        raise StorageError(
+            f"database {redact(engine.url)} has a schema this version cannot migrate: {exc}"
+        ) from None
