@@ -103,7 +103,13 @@ def create_engine_for(url: str) -> Engine:
             # One shared connection, or every checkout would see an empty database.
             kwargs["poolclass"] = StaticPool
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InvalidArgumentError(
+                    f"database URL {redact(parsed)!r}: cannot create the directory "
+                    f"{path.parent}: {exc.strerror or exc}"
+                ) from None
         engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
         _install_sqlite_hooks(engine, wal=path is not None)
         return engine
@@ -119,6 +125,11 @@ def create_engine_for(url: str) -> Engine:
         return sa.create_engine(
             parsed, pool_pre_ping=True, connect_args=connect_args, **kwargs
         )
+    except sa.exc.NoSuchModuleError:
+        raise InvalidArgumentError(
+            f"database URL {redact(parsed)!r}: unknown kind of database {backend!r} "
+            "(use sqlite, postgresql or mysql/mariadb)"
+        ) from None
     except ModuleNotFoundError as exc:
         raise UnavailableError(
             f"cannot use database {redact(parsed)}: driver not installed ({exc.name}); "

@@ -97,3 +97,19 @@ def test_storage_error_after_open_is_unavailable(tmp_path: Path) -> None:
     finally:
         store.close()
     assert isinstance(store.engine, sa.Engine)
+
+
+def test_unknown_kind_of_database_is_named() -> None:
+    from katib.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="unknown kind of database 'nosuchdb'"):
+        create_engine_for("nosuchdb://user:secret@host/db")
+
+
+def test_sqlite_file_under_a_file_is_refused_with_the_path(tmp_path: Path) -> None:
+    from katib.errors import InvalidArgumentError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(InvalidArgumentError, match=r"cannot create the directory .*file/sub"):
+        create_engine_for(f"sqlite:///{blocker}/sub/katib.db")
