@@ -325,15 +325,21 @@ class Runtime:
             )
 
     def reconcile_pass(self, name: str, namespace: str) -> PassResult:
-        """One reconcile pass; a suggestion error no retry can fix fails the experiment.
+        """One reconcile pass; an error no retry can fix fails the experiment.
 
-        UnavailableError (and other storage errors) propagate: the caller retries.
+        The suggestion service refusing the experiment ("Suggestion has failed", as
+        Katib says) and a spec problem found while making a trial (a trial template's
+        ConfigMap that does not exist, say) each say which it was. UnavailableError
+        (and other storage errors) propagate: the caller retries.
         """
         try:
             return self.controller.reconcile(name, namespace)
-        except (errors.InvalidArgumentError, errors.InvalidSpecError) as exc:
-            self.controller.fail_experiment(name, namespace, f"Suggestion has failed: {exc}")
-            return self.controller.reconcile(name, namespace)
+        except errors.InvalidSpecError as exc:
+            message = f"Experiment spec is invalid: {exc}"
+        except errors.InvalidArgumentError as exc:
+            message = f"Suggestion has failed: {exc}"
+        self.controller.fail_experiment(name, namespace, message)
+        return self.controller.reconcile(name, namespace)
 
     def run(
         self,

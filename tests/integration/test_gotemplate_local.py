@@ -139,6 +139,7 @@ def test_missing_configmap_fails_the_experiment_clearly(tmp_path: Path) -> None:
     assert out.returncode == 1, text
     assert "configmap-template Failed" in text
     assert "configMap not found: kubeflow/trial-templates" in text
+    assert "Suggestion has failed" not in text  # a spec problem, not the algorithm's
     assert CONFIGMAP_PATH_ENV in text
     assert "Traceback" not in text
 
