@@ -426,3 +426,44 @@ class Trial(_Model):
     @property
     def assignments(self) -> dict[str, str]:
         return {a.name: a.value for a in self.spec.parameter_assignments}
+
+
+# --- Suggestion (Katib's CR, derived here from the experiment and its trials) ----------
+
+
+class TrialAssignment(_Model):
+    """One suggestion handed out: the trial it became and its assignments."""
+
+    name: str
+    parameter_assignments: list[ParameterAssignment] = Field(default_factory=list)
+    early_stopping_rules: list[EarlyStoppingRule] | None = None
+    labels: dict[str, str] | None = None
+
+
+class SuggestionSpec(_Model):
+    algorithm: AlgorithmSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    requests: int = 0
+    resume_policy: ResumePolicy | str | None = None
+
+
+class SuggestionStatus(_Model):
+    algorithm_settings: list[AlgorithmSetting] | None = None
+    suggestion_count: int = 0
+    suggestions: list[TrialAssignment] | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    last_reconcile_time: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class Suggestion(_Model):
+    api_version: str = API_VERSION
+    kind: str = "Suggestion"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: SuggestionSpec = Field(default_factory=SuggestionSpec)
+    status: SuggestionStatus = Field(default_factory=SuggestionStatus)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name or ""

@@ -38,6 +38,7 @@ from katib.api.models import (
     Metric,
     OptimalTrial,
     ParameterAssignment,
+    Suggestion,
     Trial,
     TrialConditionType,
 )
@@ -48,6 +49,7 @@ from katib.sdk._backend import (
     MetricLog,
     MetricValue,
 )
+from katib.sdk.suggestions import suggestion_of
 
 if TYPE_CHECKING:
     from katib.sdk.tune import TuneResult
@@ -353,6 +355,26 @@ class KatibClient:
         log.info("Experiment %s/%s has been deleted", self._ns(namespace), name)
 
     # --- trials ------------------------------------------------------------------------
+    def get_suggestion(
+        self, name: str, namespace: str | None = None, timeout: int = DEFAULT_TIMEOUT
+    ) -> Suggestion:
+        """The experiment `name`'s Suggestion: its algorithm, the settings the service
+        returned and every assignment handed out (katib.sdk.suggestions)."""
+        ns = self._ns(namespace)
+        experiment = self.backend.get_experiment(name, ns)
+        return suggestion_of(experiment, self.backend.list_trials(name, ns))
+
+    def list_suggestions(
+        self, namespace: str | None = None, timeout: int = DEFAULT_TIMEOUT
+    ) -> list[Suggestion]:
+        """The Suggestion of every experiment in the namespace, oldest first (Katib's
+        verb lists experiments and returns them as Suggestions; this lists Suggestions)."""
+        ns = self._ns(namespace)
+        return [
+            suggestion_of(e, self.backend.list_trials(e.name, ns))
+            for e in self.backend.list_experiments(ns)
+        ]
+
     def get_trial(
         self, name: str, namespace: str | None = None, timeout: int = DEFAULT_TIMEOUT
     ) -> Trial:

@@ -238,6 +238,23 @@ def test_every_read_verb_on_a_finished_experiment(client: KatibClient) -> None:
     only_loss = client.get_trial_metrics(trials[0].name, metric_name="loss")
     assert [m.metric.name for m in only_loss] == ["loss"]
 
+    suggestion = client.get_suggestion("reads")
+    assert suggestion.kind == "Suggestion" and suggestion.name == "reads"
+    assert suggestion.spec.requests == suggestion.status.suggestion_count == 3
+    handed_out = suggestion.status.suggestions or []
+    assert [a.name for a in handed_out] == [t.name for t in trials]
+    assert [a.parameter_assignments for a in handed_out] == [
+        t.spec.parameter_assignments for t in trials
+    ]
+    assert suggestion.spec.algorithm == final.spec.algorithm
+    assert [(c.type, c.status) for c in suggestion.status.conditions] == [
+        ("Created", "True"),
+        ("Running", "False"),
+        ("Succeeded", "True"),
+    ]
+    assert client.list_suggestions() == [suggestion]  # Suggestions, not experiments
+    assert client.list_suggestions(namespace="team-a") == []
+
     output = client.get_trial_logs(trials[0].name)
     assert f"loss={1 - x:.4f}" in output
     assert client.get_trial_logs(trials[0].name, tail=1).strip() == f"loss={1 - x:.4f}"
@@ -340,6 +357,7 @@ def test_name_in_use_and_unknown_names(client: KatibClient) -> None:
         lambda: client.get_experiment("nope"),
         lambda: client.is_experiment_running("nope"),
         lambda: client.list_trials("nope"),
+        lambda: client.get_suggestion("nope"),
         lambda: client.get_optimal_hyperparameters("nope"),
         lambda: client.edit_experiment_budget("nope", max_trial_count=9),
         lambda: client.delete_experiment("nope"),
