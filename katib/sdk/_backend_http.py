@@ -87,13 +87,10 @@ class HttpBackend(BaseBackend):
         return _model(Experiment, doc, f"experiment {namespace}/{name}")
 
     def list_experiments(self, namespace: str | None) -> list[Experiment]:
-        out: list[Experiment] = []
-        for summary in self.http.list_experiments(namespace):
-            try:
-                out.append(self.get_experiment(summary["name"], summary["namespace"]))
-            except errors.NotFoundError:
-                continue  # deleted between the two requests
-        return out
+        return [
+            _model(Experiment, doc, "GET /api/v1/experiments?full=true")
+            for doc in self.http.list_experiments(namespace, full=True)
+        ]
 
     def edit_experiment_budget(
         self,

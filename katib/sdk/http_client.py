@@ -108,12 +108,12 @@ class KatibHttpClient:
         return dict(self._json("GET", "/api/v1/health"))
 
     def list_experiments(
-        self, namespace: str | None = None, status: str | None = None
+        self, namespace: str | None = None, status: str | None = None, *, full: bool = False
     ) -> list[dict[str, Any]]:
-        """Experiment summaries (see docs/server.md), oldest first."""
-        body = self._json(
-            "GET", "/api/v1/experiments", params={"namespace": namespace, "status": status}
-        )
+        """Experiment summaries (see docs/server.md), oldest first; whole experiments with
+        `full`."""
+        params = {"namespace": namespace, "status": status, "full": "true" if full else None}
+        body = self._json("GET", "/api/v1/experiments", params=params)
         return list(body["items"])
 
     def create_experiment(

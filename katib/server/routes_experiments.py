@@ -23,7 +23,7 @@ from katib.api.validation import validate_update
 from katib.controller.runtime import Runtime
 from katib.controller.status import now_rfc3339
 from katib.server.app import runtime_of
-from katib.server.summaries import STATUSES, best_of, list_summaries
+from katib.server.summaries import STATUSES, best_of, experiment_status, list_summaries
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,19 @@ def list_experiments(
     status: Annotated[
         str | None, Query(description="Only this status: " + ", ".join(STATUSES))
     ] = None,
+    full: Annotated[
+        bool,
+        Query(description="Whole experiments (as GET of one returns them), not summaries."),
+    ] = False,
 ) -> JSONResponse:
-    """Every experiment (oldest first) as a summary with trial counts and the best trial."""
+    """Every experiment (oldest first) as a summary with trial counts and the best trial,
+    or whole (`full=true`: what a client listing experiments needs, in one request)."""
     if status is not None and status not in STATUSES:
         raise errors.InvalidArgumentError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+    if full:
+        docs = runtime.storage.list_experiment_documents(namespace or None)
+        items = [d for d in docs if status is None or experiment_status(d) == status]
+        return JSONResponse({"items": items})
     # Plain JSON: the items are JSON already, so skip FastAPI's per-field encoding.
     return JSONResponse({"items": list_summaries(runtime.storage, namespace or None, status)})
 

@@ -255,6 +255,10 @@ def test_list_filters_patch_and_delete(
     assert running[0]["name"] == "slow"
     with pytest.raises(errors.InvalidArgumentError, match="status"):
         api.list_experiments(status="Bogus")
+    # full=true: whole experiments, as the GET of each returns them, filters included
+    whole = api.list_experiments(namespace=other, full=True)
+    assert whole == [api.get_experiment("quick", other)]
+    assert api.list_experiments(namespace=ns, status="Succeeded", full=True) == []
 
     # PATCH: budget fields only, Katib's rules
     edited = api.edit_experiment_budget("slow", ns, max_trial_count=6, parallel_trial_count=3)
