@@ -38,6 +38,7 @@ from .early_stopping import (
     LoggedValue,
     get_early_stopping,
 )
+from .experiment_cache import ExperimentCache
 from .registry import get_algorithm
 from .search_space import Distribution, ParameterSpec, ParameterType, SearchSpace
 
@@ -295,17 +296,16 @@ class _ExperimentCache:
     """
 
     def __init__(self, max_entries: int = 64) -> None:
-        self._max = max_entries
-        self._items: OrderedDict[tuple[bytes, str | None], ExperimentInfo] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: ExperimentCache[ExperimentInfo] = ExperimentCache(max_entries)
 
     def get(self, message: Any, default_algorithm: str | None) -> ExperimentInfo:
         key = (message.SerializeToString(), default_algorithm)
-        with self._lock:
-            info = self._items.get(key)
-            if info is not None:
-                self._items.move_to_end(key)
-                return info
+        info = self._items.get(key)
+        if info is None:
+            info = experiment_from_proto(message, default_algorithm)
+            info = replace(info, settings=MappingProxyType(dict(info.settings)))
+            self._items.put(key, info)
+        return info
         info = experiment_from_proto(message, default_algorithm)
         info = replace(info, settings=MappingProxyType(dict(info.settings)))
         with self._lock:

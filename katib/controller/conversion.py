@@ -226,6 +226,11 @@ def frame_trial(serialized: bytes) -> bytes:
     return _TRIAL_TAG + varint(len(serialized)) + serialized
 
 
+def trial_record(experiment: Experiment, trial: Trial) -> bytes:
+    """The trial as one framed `trials` field of a GetSuggestionsRequest."""
+    return frame_trial(trial_to_pb(experiment, trial).SerializeToString())
+
+
 class TrialBytesCache:
     """Framed Trial records (`frame_trial`) by trial fingerprint, per experiment.
 
@@ -242,7 +247,7 @@ class TrialBytesCache:
         self._lock = threading.Lock()
 
     def serialize(self, experiment: Experiment, trials: Sequence[Trial]) -> list[bytes]:
-        """`frame_trial(trial_to_pb(experiment, t).SerializeToString())` per trial, in order.
+        """`trial_record(experiment, t)` per trial, in order.
 
         Records are kept framed so a request is a single join of cached bytes.
         """
@@ -253,7 +258,7 @@ class TrialBytesCache:
         found: list[bytes | None] = list(map(known.get, fingerprints))
         for i, raw in enumerate(found):
             if raw is None:
-                found[i] = frame_trial(trial_to_pb(experiment, trials[i]).SerializeToString())
+                found[i] = trial_record(experiment, trials[i])
         out: list[bytes] = found  # type: ignore[assignment]  # no None is left
         fresh = dict(zip(fingerprints, out, strict=True))
         with self._lock:

@@ -29,7 +29,7 @@ from katib.api.models import (
     Trial,
 )
 from katib.controller import observation, time_budget
-from katib.controller.conversion import frame_trial, trial_to_pb
+from katib.controller.conversion import trial_record
 from katib.controller.status import BUCKETS, fill_lists
 from katib.storage.base import MetricLogEntry, WriteBatch
 
@@ -149,7 +149,7 @@ class ExperimentView:
             if trial.name in open_names:
                 unsettled.append(j)
             else:
-                self._records[j] = self._record(trial)
+                self._records[j] = trial_record(self.experiment, trial)
         self._unsettled = unsettled
 
     def _rank(self, index: int, trial: Trial) -> None:
@@ -187,15 +187,12 @@ class ExperimentView:
         self._saved_essentials = essentials(status)
         self._derived_since = None
 
-    def _record(self, trial: Trial) -> bytes:
-        return frame_trial(trial_to_pb(self.experiment, trial).SerializeToString())
-
     def records(self) -> list[bytes]:
         """Every history trial as a framed GetSuggestions record (conversion.frame_trial);
         a completed trial's is built once."""
         self.refresh()
         return [
-            record if record is not None else self._record(trial)
+            record if record is not None else trial_record(self.experiment, trial)
             for record, trial in zip(self._records, self.history, strict=True)
         ]
 

@@ -60,7 +60,13 @@ from katib.executors.base import (
     TrialOutcome,
     TrialPhase,
 )
-from katib.executors.worker_process import LOG, MARKER, RESULT, missing_objective_reason
+from katib.executors.worker_process import (
+    LOG,
+    MARKER,
+    RESULT,
+    missing_objective_reason,
+    write_result,
+)
 from katib.executors.worker_process import rss_bytes as _rss_bytes
 from katib.storage.base import MetricLogEntry
 
@@ -505,13 +511,12 @@ class WorkerPoolExecutor(BaseExecutor):
 
     @staticmethod
     def _write_text(directory: Path, text: str) -> None:
-        tmp = directory / f"result.json.{threading.get_ident()}.tmp"  # one per writing thread
+        tmp = f"{RESULT}.{threading.get_ident()}.tmp"  # one per writing thread
         try:
-            tmp.write_text(text)
+            write_result(str(directory), text, tmp)
         except FileNotFoundError:  # its worker died before it made the directory
             directory.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(text)
-        os.replace(tmp, directory / RESULT)
+            write_result(str(directory), text, tmp)
 
     def _from_files(self, trial: Trial) -> TrialOutcome:
         directory = self.trial_dir(trial)

@@ -97,6 +97,14 @@ def _check_name(kind: str, name: str) -> None:
         )
 
 
+def _no_experiment(name: str, namespace: str) -> NotFoundError:
+    return NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+
+
+def _no_trial(name: str, namespace: str) -> NotFoundError:
+    return NotFoundError(f'trial "{name}" not found in namespace "{namespace}"')
+
+
 def _count_conflict(name: str, namespace: str, count: int, expected: int) -> ConflictError:
     return ConflictError(
         f"experiment {namespace}/{name} has {count} trials, "
@@ -177,7 +185,7 @@ class SQLStorage(BaseStorage):
             q.SELECT_EXPERIMENT_ID, {"e_name": name, "e_namespace": namespace}
         ).scalar()
         if exp_id is None:
-            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+            raise _no_experiment(name, namespace)
         return int(exp_id)
 
     @staticmethod
@@ -240,7 +248,7 @@ class SQLStorage(BaseStorage):
             q.SELECT_EXPERIMENT_OWNER, {"e_name": name, "e_namespace": namespace}
         ).first()
         if row is None:
-            return NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+            return _no_experiment(name, namespace)
         if owner is not None and row.owner != owner:
             return ConflictError(
                 f"experiment {namespace}/{name} is no longer owned by {owner} "
@@ -326,7 +334,7 @@ class SQLStorage(BaseStorage):
                 )
             ).first()
         if row is None:
-            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+            raise _no_experiment(name, namespace)
         return self._experiment_from_row(row)
 
     def list_experiments(self, namespace: str | None = None) -> list[Experiment]:
@@ -345,20 +353,20 @@ class SQLStorage(BaseStorage):
                 q.SELECT_REVISION, {"e_name": name, "e_namespace": namespace}
             ).scalar()
         if value is None:
-            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+            raise _no_experiment(name, namespace)
         return int(value)
 
     def update_experiment_spec(self, experiment: Experiment) -> int:
         doc, _ = self._experiment_document(experiment)
         name, namespace = experiment.name, experiment.namespace
         with self._tx() as conn:
-            exp_id = self._experiment_id(conn, name, namespace)
+            exp_id, revision = self._write_experiment(conn, name, namespace)
             conn.execute(
                 sa.update(experiments)
                 .where(experiments.c.id == exp_id)
                 .values(spec=doc, updated_at=_utcnow())
             )
-            return self._bump(conn, exp_id)
+        return revision
 
     def update_experiment_status(
         self, name: str, namespace: str, status: ExperimentStatus, *, owner: str | None = None
@@ -426,7 +434,7 @@ class SQLStorage(BaseStorage):
                 )
             ).first()
         if row is None:
-            raise NotFoundError(f'experiment "{name}" not found in namespace "{namespace}"')
+            raise _no_experiment(name, namespace)
         return Ownership(owner=row.owner, heartbeat=row.owner_heartbeat)
 
     def renew_leases(self, owner: str) -> list[tuple[str, str]]:
@@ -595,9 +603,7 @@ class SQLStorage(BaseStorage):
             stmt, params["e_id"] = q.UPDATE_TRIAL_STATUS_OF, exp_id
         result = conn.execute(stmt, params)
         if result.rowcount != 1:
-            raise NotFoundError(
-                f'trial "{trial.name}" not found in namespace "{trial.namespace}"'
-            )
+            raise _no_trial(trial.name, trial.namespace)
 
     def get_trial(self, name: str, namespace: str = "default") -> Trial:
         with self._tx() as conn:
@@ -607,14 +613,15 @@ class SQLStorage(BaseStorage):
                 )
             ).first()
         if row is None:
-            raise NotFoundError(f'trial "{name}" not found in namespace "{namespace}"')
+            raise _no_trial(name, namespace)
         return self._trial_from_row(row)
 
     def list_trials(self, experiment_name: str, namespace: str = "default") -> list[Trial]:
         """The experiment's trials; completed ones are parsed once and then shared.
 
-        The controller lists every trial on every pass, so parsing them all made a pass
-        cost grow with the history. A completed trial is final: its object is kept with
+        Servers list whole histories for the API, the UI and a controller (re)reading
+        an experiment, so parsing them all each time made listing cost grow with the
+        history. A completed trial is final: its object is kept with
         the texts it came from and returned again while the row still holds the same
         texts (any change in the database is seen). Callers must not modify a completed
         trial they did not store back; the controller never does.
@@ -650,9 +657,7 @@ class SQLStorage(BaseStorage):
                 )
             ).scalar()
             if exp_id is None:
-                raise NotFoundError(
-                    f'trial "{trial.name}" not found in namespace "{trial.namespace}"'
-                )
+                raise _no_trial(trial.name, trial.namespace)
             revision = self._bump(conn, int(exp_id))
             self._update_trial(conn, trial)
         return revision

@@ -14,22 +14,16 @@ from katib.storage.tables import experiments, observation_logs
 from katib.storage.tables import trials as trials_table
 
 _EC, _TC = experiments.c, trials_table.c
-SELECT_EXPERIMENT_ID = sa.select(_EC.id).where(
-    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
-)
-SELECT_EXPERIMENT_OWNER = sa.select(_EC.id, _EC.owner).where(
-    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
-)
-SELECT_REVISION = sa.select(_EC.revision).where(
-    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
-)
+#: The experiment named by the e_name and e_namespace parameters.
+_NAMED = (_EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace"))
+SELECT_EXPERIMENT_ID = sa.select(_EC.id).where(*_NAMED)
+SELECT_EXPERIMENT_OWNER = sa.select(_EC.id, _EC.owner).where(*_NAMED)
+SELECT_REVISION = sa.select(_EC.revision).where(*_NAMED)
 BUMP_REVISION = sa.update(experiments).where(_EC.id == sa.bindparam("e_id")).values(
     revision=_EC.revision + 1
 )
 BUMP_REVISION_RETURNING = BUMP_REVISION.returning(_EC.revision)
-SELECT_ID_REVISION = sa.select(_EC.id, _EC.revision).where(
-    _EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace")
-)
+SELECT_ID_REVISION = sa.select(_EC.id, _EC.revision).where(*_NAMED)
 SELECT_REVISION_BY_ID = sa.select(_EC.revision).where(_EC.id == sa.bindparam("e_id"))
 UPDATE_TRIAL_STATUS = (
     sa.update(trials_table)
@@ -62,11 +56,7 @@ def fenced_bump(owned: bool, with_status: bool, counted: bool, returning: bool) 
     write lock: a server re-checks a locked row's WHERE against its snapshot of the
     trials table and would miss trials committed meanwhile.
     """
-    stmt = (
-        sa.update(experiments)
-        .where(_EC.name == sa.bindparam("e_name"), _EC.namespace == sa.bindparam("e_namespace"))
-        .values(revision=_EC.revision + 1)
-    )
+    stmt = sa.update(experiments).where(*_NAMED).values(revision=_EC.revision + 1)
     if owned:
         stmt = stmt.where(_EC.owner == sa.bindparam("e_owner"))
     if counted:

@@ -277,32 +277,31 @@ def test_write_batch_without_fencing_needs_the_experiment(storage: SQLStorage) -
         storage.update_experiment_status("nope", "default", ExperimentStatus())
 
 
-def test_sqlite_controller_batches_ask_no_questions(storage: SQLStorage) -> None:
+def test_sqlite_controller_batches_ask_no_questions(sqlite_url: str) -> None:
     """On SQLite, a successful batch only writes: fencing rides on the experiment's UPDATE."""
-    if storage.engine.dialect.name != "sqlite":
-        pytest.skip("the statement plan is SQLite's")
-    storage.create_experiment(make_experiment())
-    storage.create_trials("exp", "default", [make_trial("t1")])
-    assert storage.acquire_experiment("exp", "default", "me")
-    finish = _finish_batch(storage, "t1")
-    statements: list[str] = []
+    with SQLStorage(sqlite_url) as storage:
+        storage.create_experiment(make_experiment())
+        storage.create_trials("exp", "default", [make_trial("t1")])
+        assert storage.acquire_experiment("exp", "default", "me")
+        finish = _finish_batch(storage, "t1")
+        statements: list[str] = []
 
-    @sa.event.listens_for(storage.engine, "before_cursor_execute")
-    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        statements.append(" ".join(statement.split()[:3]))
+        @sa.event.listens_for(storage.engine, "before_cursor_execute")
+        def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+            statements.append(" ".join(statement.split()[:3]))
 
-    storage.write_batch("exp", "default", finish, owner="me")
-    storage.write_batch(
-        "exp", "default", WriteBatch(new_trials=[make_trial("t2")]), owner="me",
-        expected_count=1,
-    )
-    assert statements == [
-        "UPDATE experiments SET",
-        "INSERT INTO observation_logs",
-        "UPDATE trials SET",
-        "UPDATE experiments SET",
-        "INSERT INTO trials",
-    ]
+        storage.write_batch("exp", "default", finish, owner="me")
+        storage.write_batch(
+            "exp", "default", WriteBatch(new_trials=[make_trial("t2")]), owner="me",
+            expected_count=1,
+        )
+        assert statements == [
+            "UPDATE experiments SET",
+            "INSERT INTO observation_logs",
+            "UPDATE trials SET",
+            "UPDATE experiments SET",
+            "INSERT INTO trials",
+        ]
 
 
 def test_sqlite_transactions_take_the_write_lock_at_begin(sqlite_url: str) -> None:
