@@ -43,6 +43,7 @@ from katib.storage.sql import SQLStorage
 if TYPE_CHECKING:
     import grpc
 
+    from katib.controller.service_pool import SuggestionServicePool
     from suggestion_services.server import EarlyStoppingServicer
 
 log = logging.getLogger(__name__)
@@ -101,20 +102,26 @@ class Runtime:
         db_manager_port: int = 0,
         token: str | None = None,
         prestart: Sequence[str] = (),
+        service_pool: SuggestionServicePool | None = None,
     ) -> None:
         """`db_manager_host`/`db_manager_port`: where DBManager listens (port 0: any free
         one). `token`: when set, DBManager refuses calls without it, and local trials get
-        it as KATIB_TOKEN for their collectors and `katib.report_metrics`."""
+        it as KATIB_TOKEN for their collectors and `katib.report_metrics`.
+        `service_pool`: where suggestion services come from and go back to on close
+        (without one, this runtime starts its own and kills them on close)."""
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._services: dict[str, SuggestionServiceProcess] = {}
+        self._service_pool = service_pool
         for algorithm in prestart:  # their start-up overlaps the rest of this one
             self.prestart_suggestion_service(algorithm)
+        if executor is not None:
+            executor.prestart()  # so does the executor's (warm workers)
         self.token = token
         try:
             self.storage: BaseStorage = SQLStorage(resolve_url(db_url, self.data_dir))
         except BaseException:
-            self._close_services()
+            self._close_started(executor)
             raise
         interceptors: list[grpc.ServerInterceptor] = []
         if token:
@@ -128,7 +135,7 @@ class Runtime:
             )
         except BaseException:
             self.storage.close()
-            self._close_services()
+            self._close_started(executor)
             raise
         self.db_manager_port = port
         # Trials on this machine dial loopback even when DBManager listens on all addresses.
@@ -171,7 +178,12 @@ class Runtime:
         if service is None:
             logs = self.data_dir / "logs"
             logs.mkdir(exist_ok=True)
-            fresh = SuggestionServiceProcess(algorithm, str(logs / f"suggestion-{algorithm}.log"))
+            log_path = str(logs / f"suggestion-{algorithm}.log")
+            fresh = (
+                self._service_pool.take(algorithm, log_path)
+                if self._service_pool is not None
+                else SuggestionServiceProcess(algorithm, log_path)
+            )
             # setdefault: passes of several experiments may ask at once (server mode);
             # the process starts lazily in client(), so a losing `fresh` costs nothing.
             service = self._services.setdefault(algorithm, fresh)
@@ -376,9 +388,18 @@ class Runtime:
         finally:
             self.storage.release_experiment(name, namespace, self.owner)
 
+    def _close_started(self, executor: BaseExecutor | None) -> None:
+        """What __init__ started before failing (the runtime owns a given executor)."""
+        self._close_services()
+        if executor is not None:
+            executor.close()
+
     def _close_services(self) -> None:
         for service in self._services.values():
-            service.close()
+            if self._service_pool is not None:
+                self._service_pool.give_back(service)
+            else:
+                service.close()
         self._services.clear()
 
     def close(self) -> None:

@@ -253,6 +253,17 @@ class SuggestionServiceProcess:
                 self._process.stdout.close()
             self._process = None
 
+    @property
+    def pid(self) -> int | None:
+        """The process's id once started (kept services are told apart by it)."""
+        with self._lock:
+            return self._process.pid if self._process is not None else None
+
+    def running(self) -> bool:
+        """Is the process started and not ended?"""
+        with self._lock:
+            return self._process is not None and self._process.poll() is None
+
     def kill_for_test(self) -> None:
         """Kill the process abruptly (tests of restart behaviour)."""
         with self._lock:

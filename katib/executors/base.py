@@ -131,6 +131,9 @@ class BaseExecutor(abc.ABC):
         """How many of the experiment's trials can run at once here (None: no limit)."""
         return None
 
+    def prestart(self) -> None:  # noqa: B027 - optional hook
+        """Start now what the first launch would wait for (warm workers, say)."""
+
     def acknowledge(self, trial: Trial) -> None:  # noqa: B027 - optional hook
         """The controller has stored `TrialOutcome.unreported`; do not return it again."""
 

@@ -550,6 +550,7 @@ def tune(
         on_timeout=on_timeout,
     )
     from katib.controller.runtime import RunOptions, Runtime
+    from katib.controller.service_pool import SHARED_POOL
     from katib.executors.worker_pool import WorkerPoolExecutor, metric_plan
     from katib.storage.engine import default_data_dir
 
@@ -566,10 +567,13 @@ def tune(
     )
     # The suggestion service starts first: its imports overlap the storage's and the
     # worker pool's start-up.
-    runtime = Runtime(root, db_url, executor=executor, prestart=[algorithm_name])
+    # The service outlives this call for a while: the next tune() (a notebook's next
+    # cell) takes it over instead of starting one (katib.controller.service_pool).
+    runtime = Runtime(
+        root, db_url, executor=executor, prestart=[algorithm_name], service_pool=SHARED_POOL
+    )
     bar: _Progress | None = None
     try:
-        executor.prestart()
         stored = runtime.submit(experiment)
         executor.resize(stored.spec.parallel_trial_count or 1)
         if warm_start is not None and not runtime.storage.list_trials(name, namespace):
@@ -579,9 +583,11 @@ def tune(
         def on_pass(result: PassResult) -> None:
             assert bar is not None
             bar.update(result)
-            # Until a trial ends there is nothing to do: every free worker has just been
-            # given a trial (a pass right after launching would only find them running).
-            if not result.completed and not result.finished:
+            # Until a trial ends there is nothing to do: a pass that launched has given
+            # every free worker a trial (the next pass would only find them running), and
+            # one that did nothing waits for a change. A pass that ended trials without
+            # launching is followed at once: it may have freed a worker.
+            if not result.completed and (result.created or not result.finished):
                 executor.wait(WAIT_SECONDS)
 
         final = runtime.run(

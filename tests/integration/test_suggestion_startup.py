@@ -71,8 +71,8 @@ def test_runtime_prestarts_services_before_opening_storage(tmp_path: Path) -> No
         assert runtime._services["random"]._process is process
 
 
-def _service_children() -> list[int]:
-    """Live children of this process that run a suggestion service."""
+def _service_children(marker: bytes = b"suggestion_services") -> list[int]:
+    """Live children of this process whose command line holds `marker`."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -84,7 +84,7 @@ def _service_children() -> list[int]:
             continue
         ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
         state = next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
-        if int(ppid) == os.getpid() and b"suggestion_services" in cmdline and state != "Z":
+        if int(ppid) == os.getpid() and marker in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
 
@@ -96,3 +96,27 @@ def test_a_runtime_that_cannot_open_storage_stops_its_prestarted_services(
     with pytest.raises(errors.KatibError):
         Runtime(tmp_path, db_url="nosuchdb://nowhere/katib", prestart=["random"])
     assert set(_service_children()) <= before
+
+
+def test_a_runtime_that_cannot_open_storage_stops_the_executors_prestarted_workers(
+    tmp_path: Path,
+) -> None:
+    from katib.executors.worker_pool import WorkerPoolExecutor
+
+    workers = b"katib.executors.worker_process"
+    before = set(_service_children(workers))
+    executor = WorkerPoolExecutor(tmp_path / "trials", size=2)
+    with pytest.raises(errors.KatibError):
+        Runtime(tmp_path, db_url="nosuchdb://nowhere/katib", executor=executor)
+    assert executor._live_workers() == []
+    assert set(_service_children(workers)) <= before
+
+
+def test_a_runtime_prestarts_its_executors_workers(tmp_path: Path) -> None:
+    from katib.executors.worker_pool import WorkerPoolExecutor
+
+    executor = WorkerPoolExecutor(tmp_path / "trials", size=2)
+    with Runtime(tmp_path, executor=executor):
+        workers = executor._live_workers()
+        assert len(workers) == 2 and all(w.process.poll() is None for w in workers)
+    assert all(w.process.poll() is not None for w in workers)
