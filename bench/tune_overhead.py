@@ -1,20 +1,27 @@
 """tune() against Optuna's study.optimize: wall time of N trivial trials with TPE.
 
-    python bench/tune_overhead.py [--trials 500] [--profile]
+    python bench/tune_overhead.py [--trials 500] [--repeat 3] [--dir DIR] [--profile]
 
 Runs, in one process, on the same two-parameter space and a trivial objective:
 - tune(algorithm_name="tpe"), sequential and with parallel_trial_count=2: every
   trial a call in a warm worker process, persisted to SQLite, real controller and
-  TPE suggestion service (gRPC);
+  TPE suggestion service (gRPC). Each first as the first tune() of a process (it
+  starts the suggestion service), then as a later call (a notebook's next cell),
+  which takes over the service the previous call kept;
 - optuna TPESampler(seed=0) with study.optimize, in memory and with a SQLite storage.
 
-Reports wall times, tune()'s ratio to each Optuna configuration, and the per-trial
-time in milliseconds (wall / N) and tune()'s overhead per trial over the Optuna
-configuration it is compared with. A tune() of a single trial measures the fixed
-cost (starting the suggestion service and the workers, opening storage, shutting
-down), so the steady per-trial time can be told apart from it. --profile runs the
-sequential tune() under pyinstrument (if installed) and prints where the controller's
-time goes.
+Each configuration runs --repeat times, interleaved (optuna SQLite once: it is the
+slow reference); the table gives medians. Reports wall times, tune()'s ratio to
+each Optuna configuration, the per-trial time in milliseconds (wall / N) and tune()'s
+overhead per trial. A tune() of a single trial measures the fixed cost, so the
+steady per-trial time can be told apart from it.
+
+Storage goes under --dir (default: a temporary directory in the home directory,
+beside tune()'s default ~/.katib). The header gives the cost of creating a file
+there and in the system's temporary directory: on some machines /tmp costs tens of
+times more per file, and each trial creates a few. --profile runs the first
+sequential tune() under pyinstrument (if installed) and prints where the
+controller's time goes.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import argparse
 import logging
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,38 +97,75 @@ def run_optuna(trials: int, storage: str | None) -> tuple[float, float, float]:
     return time.perf_counter() - start, cpu_seconds() - cpu, float(study.best_value)
 
 
+def file_create_us(directory: Path, count: int = 200) -> float:
+    """Microseconds to create (and write) one small file in `directory`."""
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        start = time.perf_counter()
+        for i in range(count):
+            fd = os.open(os.path.join(scratch, str(i)), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"x")
+            os.close(fd)
+        return (time.perf_counter() - start) / count * 1e6
+
+
 def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--trials", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path.home(),
+                        help="where the benchmark's temporary storage goes")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    from katib.controller.service_pool import SHARED_POOL
+
     n = args.trials
     load_before = f"{os.getloadavg()[0]:.2f}"
-    rows: list[tuple[str, float, float, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        rows.append(("optuna TPE, in memory", *run_optuna(n, None)))
-        rows.append(("optuna TPE, SQLite", *run_optuna(n, f"sqlite:///{tmp}/optuna.db")))
-        if args.profile:
-            try:
-                from pyinstrument import Profiler
-            except ImportError:
-                raise SystemExit("--profile needs pyinstrument: pip install pyinstrument") from None
-            profiler = Profiler()
-            profiler.start()
-            rows.append(("tune() TPE, sequential", *run_tune(n, 1, Path(tmp) / "p1")))
-            profiler.stop()
-            print(profiler.output_text(unicode=False, color=False, show_all=False))
-        else:
-            rows.append(("tune() TPE, sequential", *run_tune(n, 1, Path(tmp) / "p1")))
-        rows.append(("tune() TPE, parallel_trial_count=2", *run_tune(n, 2, Path(tmp) / "p2")))
-        fixed = run_tune(1, 1, Path(tmp) / "one")[0]
+    here_us = file_create_us(args.dir)
+    tmp_us = file_create_us(Path(tempfile.gettempdir()))
+    samples: dict[str, list[tuple[float, float, float]]] = {}
+    fixed: dict[str, list[float]] = {"first call": [], "later call": []}
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="katib-bench-") as tmp:
+        runs = 0
+
+        def tune_run(trials: int, parallel: int, first: bool) -> tuple[float, float, float]:
+            nonlocal runs
+            runs += 1
+            if first:
+                SHARED_POOL.close()  # nothing kept: this call starts the service
+            return run_tune(trials, parallel, Path(tmp) / f"run{runs}")
+
+        configurations: list[tuple[str, Callable[[], tuple[float, float, float]]]] = [
+            ("optuna TPE, in memory", lambda: run_optuna(n, None)),
+            ("tune() TPE, sequential, first call", lambda: tune_run(n, 1, True)),
+            ("tune() TPE, parallel_trial_count=2, first call", lambda: tune_run(n, 2, True)),
+            ("tune() TPE, sequential, later call", lambda: tune_run(n, 1, False)),
+            ("tune() TPE, parallel_trial_count=2, later call", lambda: tune_run(n, 2, False)),
+        ]
+        samples["optuna TPE, SQLite"] = [run_optuna(n, f"sqlite:///{tmp}/optuna.db")]
+        for round_ in range(max(1, args.repeat)):
+            for label, run in configurations:
+                if args.profile and round_ == 0 and label.endswith("sequential, first call"):
+                    samples.setdefault(label, []).append(profiled(run))
+                else:
+                    samples.setdefault(label, []).append(run())
+            fixed["first call"].append(tune_run(1, 1, True)[0])
+            fixed["later call"].append(tune_run(1, 1, False)[0])
+        SHARED_POOL.close()
+    order = [configurations[0][0], "optuna TPE, SQLite"] + [c[0] for c in configurations[1:]]
+    rows = [
+        (label, *(statistics.median(s[i] for s in samples[label]) for i in range(3)))
+        for label in order
+    ]
     memory, sqlite = rows[0][1], rows[1][1]
     lines = [
-        f"{n} trials, objective (x-2)^2+(y+1)^2 on [-10,10]^2, TPE; load average before: "
+        f"{n} trials, objective (x-2)^2+(y+1)^2 on [-10,10]^2, TPE; medians of "
+        f"{max(1, args.repeat)} interleaved runs (optuna SQLite: 1); load average before: "
         f"{load_before}, after: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)",
+        f"storage under {args.dir} (creating a file: {here_us:.0f} us; in "
+        f"{tempfile.gettempdir()}: {tmp_us:.0f} us)",
         "",
         "| configuration | wall s | ms/trial | CPU s | vs optuna in memory | vs optuna SQLite "
         "| best |",
@@ -130,21 +176,47 @@ def main(argv: list[str] | None = None) -> list[str]:
             f"| {label} | {wall:.2f} | {wall / n * 1000:.2f} | {cpu:.2f} | {wall / memory:.2f}x "
             f"| {wall / sqlite:.2f}x | {best:.4f} |"
         )
-    lines += ["", "CPU s: this process and its children (suggestion service, workers).", ""]
+    lines += [
+        "",
+        "CPU s: this process and its children (suggestion service, workers). First call: "
+        "the first tune() of a process, which starts the suggestion service; later call: "
+        "the next tune() in the same process, which takes over the service the first kept.",
+        "",
+    ]
     for label, wall, _, _ in rows[2:]:
         lines.append(
-            f"- overhead per trial of {label} over optuna SQLite: "
-            f"{(wall - sqlite) / n * 1000:+.2f} ms; over optuna in memory: "
-            f"{(wall - memory) / n * 1000:+.2f} ms"
+            f"- overhead per trial of {label} over optuna in memory: "
+            f"{(wall - memory) / n * 1000:+.2f} ms; over optuna SQLite: "
+            f"{(wall - sqlite) / n * 1000:+.2f} ms"
         )
+    sequential = rows[2][1]
+    for call, walls in fixed.items():
+        one = statistics.median(walls)
+        lines.append(
+            f"- tune() with a single trial, {call} (start-up and shutdown: suggestion service, "
+            f"workers, storage): {one:.2f} s"
+        )
+    one = statistics.median(fixed["first call"])
     lines.append(
-        f"- tune() with a single trial (start-up and shutdown: suggestion service, workers, "
-        f"storage): {fixed:.2f} s; without it, sequential tune() takes "
-        f"{(rows[2][1] - fixed) / max(n - 1, 1) * 1000:.2f} ms per trial, "
-        f"{(rows[2][1] - fixed) / max(n - 1, 1) / (memory / n):.2f}x optuna in memory's per trial"
+        f"- without the first call's fixed cost, sequential tune() takes "
+        f"{(sequential - one) / max(n - 1, 1) * 1000:.2f} ms per trial, "
+        f"{(sequential - one) / max(n - 1, 1) / (memory / n):.2f}x optuna in memory's per trial"
     )
     print("\n".join(lines), flush=True)
     return lines
+
+
+def profiled(run: Callable[[], tuple[float, float, float]]) -> tuple[float, float, float]:
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise SystemExit("--profile needs pyinstrument: pip install pyinstrument") from None
+    profiler = Profiler()
+    profiler.start()
+    result = run()
+    profiler.stop()
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+    return result
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class ExperimentView:
         self.trials: list[Trial] = []
         self._names: list[str] = []  # of `trials` (Trial.name is a property chain)
         self._buckets: list[str] = []
+        self._counts = dict.fromkeys(BUCKETS.values(), 0)  # of `_buckets`, kept in step
         self._open: list[int] = []  # positions in `trials` of trials not completed
         self._positions: dict[str, int] = {}  # trial name -> position in `trials`
         self._records: list[bytes | None] = []  # request record per history trial, once final
@@ -109,6 +110,7 @@ class ExperimentView:
             self.trials.append(trial)
             self._names.append(trial.name)
             self._buckets.append("pending")
+            self._counts["pending"] += 1
             self._open.append(len(self.trials) - 1)
             self._derived_changed()
         self.refresh()
@@ -130,6 +132,8 @@ class ExperimentView:
             trial = self.trials[i]
             bucket = BUCKETS[trial.condition]
             if bucket != self._buckets[i]:
+                self._counts[self._buckets[i]] -= 1
+                self._counts[bucket] += 1
                 self._buckets[i] = bucket
                 self._derived_changed()
             if not trial.is_completed:
@@ -199,10 +203,7 @@ class ExperimentView:
     # --- derived status ------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         self.refresh()
-        counts = dict.fromkeys(BUCKETS.values(), 0)
-        for bucket in self._buckets:
-            counts[bucket] += 1
-        return counts
+        return dict(self._counts)
 
     def aggregate(self, status: ExperimentStatus) -> dict[str, int]:
         """status.aggregate over `trials`, from the cached buckets."""
