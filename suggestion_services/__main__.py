@@ -1,7 +1,10 @@
 """`python -m suggestion_services --algorithm NAME --port N [--host H]`.
 
 Prints one line, `suggestion service '<name>' listening on <host>:<port>`, which
-the controller parses, then serves until SIGTERM/SIGINT and exits 0. The same port
+the controller parses, then serves until SIGTERM/SIGINT and exits 0. The line comes
+as soon as the server listens; the algorithm's `warm_up` (e.g. TPE's import of
+optuna and scipy, needed only after its random start-up draws) then runs in the
+background, overlapping the first requests. The same port
 also serves api.v1.beta1.EarlyStopping (Katib's controller expects it on 6788: run
 a second instance with `--port 6788` for a Katib deployment).
 """
@@ -9,6 +12,7 @@ a second instance with `--port 6788` for a Katib deployment).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -49,11 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     name = args.algorithm if args.algorithm is not None else "all"
     print(f"suggestion service '{name}' listening on {args.host}:{port}", flush=True)
+    if args.algorithm is not None:
+        threading.Thread(target=_warm_up, args=(args.algorithm,), name="warm-up",
+                         daemon=True).start()
     while not stop.wait(1.0):
         if args.exit_with_parent and os.getppid() != parent:
             break  # re-parented: whoever started us is gone
     server.stop(grace=5).wait()
     return 0
+
+
+def _warm_up(algorithm: str) -> None:
+    """Run the algorithm's warm-up; a failure is left to the request that needs what
+    it loads, which then reports it (the import is retried there)."""
+    from .registry import get_algorithm
+
+    try:
+        get_algorithm(algorithm).warm_up()
+    except Exception:  # only an optimisation: the request that needs it reports the error
+        logging.getLogger(__name__).debug("warm-up of %s failed", algorithm, exc_info=True)
 
 
 if __name__ == "__main__":

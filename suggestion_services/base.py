@@ -116,6 +116,11 @@ class BaseAlgorithm(abc.ABC):
       the same answer.
     * No duplicates within a batch, nor with any trial of the history, where the
       space allows it (continuous spaces make duplicates practically impossible).
+    * ``warm_up`` (a classmethod, optional) prepares what later calls need and is slow
+      to load, typically heavy imports. The service calls it in a background thread
+      once it listens, so it may run concurrently with any call; it must not change
+      any answer, and a call that needs what it loads must wait for it (the import
+      lock does that for imports) rather than fail.
     """
 
     #: Registry name, as in Experiment.spec.algorithm.algorithmName.
@@ -148,6 +153,11 @@ class BaseAlgorithm(abc.ABC):
         self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int
     ) -> list[Suggestion]:
         """Return n new assignments (see the class docstring for the exact contract)."""
+
+    @classmethod
+    def warm_up(cls) -> None:
+        """Load ahead what the first calls would load (see the contract); default: nothing."""
+        return None
 
     def suggest_with_settings(
         self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int

@@ -3,44 +3,35 @@
 Both run optuna's TPE model (kernels from optuna's Parzen estimator, optuna's
 split of the history into good and bad trials, its constant liar) driven
 statelessly from the request's history; see bench/tpe_choice.py for why optuna
-and not hyperopt, and `TPE` for the behaviour.
+and not hyperopt, and `TPE` for the behaviour. The model phase lives in
+suggestion_services.tpe_model, imported on first use (or by `TPE.warm_up`): this
+module, settings checks and the random start-up draws need neither optuna nor scipy.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import ClassVar
-
-import numpy as np
-import optuna
-from optuna.samplers._tpe.parzen_estimator import _ParzenEstimatorParameters
-from optuna.samplers._tpe.sampler import default_gamma, default_weights
+from typing import TYPE_CHECKING, ClassVar
 
 from katib.errors import InvalidArgumentError, SearchSpaceExhaustedError
 
 from .base import (
     BaseAlgorithm,
     ExperimentInfo,
-    ObjectiveType,
     SettingParser,
     Suggestion,
     TrialRecord,
 )
-from .experiment_cache import ExperimentCache, experiment_key
-from .history import make_rng
-from .model_space import Dim, ModelSpace
-from .observations import History, Snapshot, UsedKeys
-from .parzen import Parzen
+from .experiment_cache import ExperimentCache
+from .history import UsedKeyLog, make_rng, used_points
 from .search_space import Key
 
-optuna.logging.set_verbosity(logging.WARNING)
+if TYPE_CHECKING:  # the model phase: imported at run time on first use only
+    from .tpe_model import State, _Sampler  # noqa: F401  (_Sampler: see __getattr__)
 
-#: Rounds of fresh candidates tried before a point already taken falls back to random.
-_PICK_ROUNDS = 4
 #: hyperopt caps the number of "good" trials at 25 (its linear_forgetting), as optuna does.
 _GAMMA_CAP = 25
 #: Upper bound on n_ei_candidates (Katib has none): memory grows with candidates x trials.
@@ -60,6 +51,9 @@ class TPEConfig:
     def n_below(self, n_observed: int) -> int:
         """How many of the best trials form the "good" density l(x)."""
         if self.gamma is None:
+            # Called by the model phase only, when optuna is imported already.
+            from optuna.samplers._tpe.sampler import default_gamma
+
             return int(default_gamma(n_observed))
         return min(math.ceil(self.gamma * math.sqrt(n_observed)), _GAMMA_CAP)
 
@@ -168,7 +162,15 @@ class TPE(BaseAlgorithm):
         "n_ei_candidates": _n_ei_candidates_optuna,
     }
 
-    _cache: ClassVar[ExperimentCache[_State]] = ExperimentCache(max_entries=32)
+    #: Per experiment: the parsed history and last fit of the model phase (tpe_model).
+    _cache: ClassVar[ExperimentCache[State]] = ExperimentCache(max_entries=32)
+    #: Per experiment: the history's used points, for the random start-up draws.
+    _startup: ClassVar[ExperimentCache[UsedKeyLog]] = ExperimentCache(max_entries=32)
+
+    @classmethod
+    def warm_up(cls) -> None:
+        """Import the model phase (optuna, scipy), which the start-up draws do without."""
+        from . import tpe_model  # noqa: F401
 
     def config(self, experiment: ExperimentInfo) -> TPEConfig:
         """Validate the settings and build the configuration."""
@@ -203,32 +205,32 @@ class TPE(BaseAlgorithm):
         config = self.config(experiment)
         if n <= 0:
             return []
-        state = self._state(experiment)
-        history = state.history
-        with history.lock:
-            snapshot = history.update(trials)
-            space = experiment.search_space
+        if _observed_fewer_than(trials, config.n_startup_trials):
+            keys = self._startup_keys(experiment, trials, n, config)
+        else:
+            # Imported on first use; while the warm-up thread imports it, this waits.
+            from . import tpe_model
+
+            keys = tpe_model.model_keys(
+                self._cache, self.name, experiment, trials, n, config, self.multivariate
+            )
+        space = experiment.search_space
+        return [Suggestion(space.format(k)) for k in keys]
+
+    def _startup_keys(
+        self, experiment: ExperimentInfo, trials: Sequence[TrialRecord], n: int, config: TPEConfig
+    ) -> list[Key]:
+        """Random draws avoiding the history: what the model phase gives below
+        n_startup_trials observed trials (same used points, same stream), without it."""
+        space = experiment.search_space
+        with used_points(self._startup, experiment, trials) as used:
             size = space.size
-            if size is not None and snapshot.covered >= size:
+            if size is not None and used.covered >= size:
                 raise SearchSpaceExhaustedError(
                     f"{self.name} search space exhausted: all {size} points have been suggested"
                 )
             rng = make_rng(experiment, trials, config.random_state)
-            if len(snapshot.losses) < config.n_startup_trials or history.model.width == 0:
-                keys = space.sample_unique(rng, n, snapshot.used)
-            else:
-                sampler = _Sampler(history.model, snapshot, config, self.multivariate, state.below)
-                keys = sampler.run(rng, n)
-        return [Suggestion(space.format(k)) for k in keys]
-
-    def _state(self, experiment: ExperimentInfo) -> _State:
-        key = experiment_key(experiment)
-        state = self._cache.get(key)
-        if state is None:
-            maximize = experiment.objective_type is ObjectiveType.MAXIMIZE
-            state = _State(History(ModelSpace(experiment.search_space), maximize))
-            self._cache.put(key, state)
-        return state
+            return space.sample_unique(rng, n, used.keys)
 
 
 class MultivariateTPE(TPE):
@@ -246,133 +248,25 @@ class MultivariateTPE(TPE):
     }
 
 
-_Fits = list[tuple[Parzen, list[int]]]
+def _observed_fewer_than(trials: Sequence[TrialRecord], count: int) -> bool:
+    """Whether fewer than `count` trials could feed the model (observed, value not NaN),
+    as the model phase counts them; stops at the count-th, so long histories stay cheap."""
+    if count <= 0:
+        return False
+    seen = 0
+    for t in trials:
+        if t.observed and t.objective_value is not None and not math.isnan(t.objective_value):
+            seen += 1
+            if seen >= count:
+                return False
+    return True
 
 
-class _BelowFits:
-    """The last "good" densities fitted for one experiment, by the rows they fit.
+def __getattr__(name: str) -> object:
+    """The model phase's `_Sampler`, for code that imports it from here (tests);
+    importing it imports the model phase."""
+    if name == "_Sampler":
+        from . import tpe_model
 
-    Once the good trials are the best 25 (optuna's cap), a new trial rarely joins
-    them, so consecutive calls mostly fit the same rows: reusing that fit (and the
-    constants its sampling and densities compute lazily) gives the same numbers.
-    """
-
-    def __init__(self) -> None:
-        self._rows: bytes | None = None
-        self._fits: _Fits = []
-
-    def get(self, rows: np.ndarray, fit: Callable[[np.ndarray], _Fits]) -> _Fits:
-        """fit(rows), or the previous result when the rows are the previous rows."""
-        key = rows.shape[0].to_bytes(4, "little") + rows.tobytes()
-        if key != self._rows:
-            self._fits = fit(rows)
-            self._rows = key
-        return self._fits
-
-
-@dataclass
-class _State:
-    """What TPE keeps per experiment (under `history.lock`): the parsed history and
-    the last good-trial fit; both are accelerators checked against each request."""
-
-    history: History
-    below: _BelowFits = field(default_factory=_BelowFits)
-
-
-class _Sampler:
-    """One call's model phase: split, fit the densities, pick n points one by one."""
-
-    def __init__(
-        self,
-        model: ModelSpace,
-        snapshot: Snapshot,
-        config: TPEConfig,
-        multivariate: bool,
-        below: _BelowFits | None = None,
-    ) -> None:
-        """`below`: the experiment's memo of good-trial fits (fresh when None)."""
-        self.model = model
-        self.config = config
-        self.used: UsedKeys = snapshot.used
-        self.parameters = _ParzenEstimatorParameters(
-            prior_weight=config.prior_weight,
-            consider_magic_clip=True,
-            consider_endpoints=False,
-            weights=default_weights,
-            multivariate=True,
-        )
-        losses = snapshot.losses
-        n_below = config.n_below(len(losses))
-        # The best n_below trials (ties: the earlier trial first), in trial order.
-        good = np.zeros(len(losses), dtype=bool)
-        good[np.argsort(losses, kind="stable")[:n_below]] = True
-        self.groups: list[tuple[Dim, ...]] = (
-            [model.dims] if multivariate else [(d,) for d in model.dims]
-        )
-        self.below = (below or _BelowFits()).get(snapshot.coords[good], self._fit)
-        self.above = [snapshot.coords[~good], snapshot.pending]
-
-    def _fit(self, rows: np.ndarray) -> list[tuple[Parzen, list[int]]]:
-        """A density per group, as (estimator, positions of the group's dims in it).
-
-        Rows with NaN in a group's dims are left out of that group's fit, as optuna
-        leaves out trials without the parameter. Without NaN, one joint fit gives every
-        group (its marginals equal separate 1-D fits), which saves time.
-        """
-        missing = np.isnan(rows)
-        if len(self.groups) == 1 or not missing.any():
-            joint = Parzen(self.model.dims, rows[~missing.any(axis=1)], self.parameters)
-            return [(joint, [d.column for d in g]) for g in self.groups]
-        fits = []
-        for group in self.groups:
-            columns = [d.column for d in group]
-            sub = rows[:, columns]
-            fits.append((Parzen(group, sub[~np.isnan(sub).any(axis=1)], self.parameters),
-                         list(range(len(group)))))
-        return fits
-
-    def run(self, rng: np.random.Generator, n: int) -> list[Key]:
-        chosen: list[Key] = []
-        for _ in range(n):
-            key = self._pick(rng, self._fit(np.concatenate(self.above)))
-            if key is None:
-                free = self.model.space.sample_unique(rng, 1, self.used)
-                if not free:
-                    break
-                key = free[0]
-            chosen.append(key)
-            self.used.batch.add(key)
-            self.above.append(self.model.coords_of_key(key)[None, :])
-        return chosen
-
-    def _pick(self, rng: np.random.Generator, above: _Fits) -> Key | None:
-        """The best candidate whose point is free, or None after a few rounds."""
-        m = self.config.n_ei_candidates
-        joint = len(self.groups) == 1
-        for _ in range(_PICK_ROUNDS):
-            point = np.empty(self.model.width)
-            for group, (below, b_cols), (above_fit, a_cols) in zip(
-                self.groups, self.below, above, strict=True
-            ):
-                candidates = self.model.snap(group, below.sample(rng, m, b_cols))
-                score = below.log_pdf(candidates, b_cols) - above_fit.log_pdf(candidates, a_cols)
-                if joint:  # whole points: the best free one
-                    for row in candidates[np.argsort(-score, kind="stable")]:
-                        key = self.model.key(row)
-                        if key not in self.used:
-                            return key
-                    break
-                point[[d.column for d in group]] = candidates[_best(score)]
-            else:
-                key = self.model.key(point)
-                if key not in self.used:
-                    return key
-        return None
-
-
-def _best(score: np.ndarray) -> int:
-    """The first highest score: argsort(-score, kind="stable")[0], NaN ranking last."""
-    best = int(np.argmax(score))
-    if math.isnan(score[best]):  # argmax stops at the first NaN
-        return int(np.argsort(-score, kind="stable")[0])
-    return best
+        return tpe_model._Sampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
