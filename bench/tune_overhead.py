@@ -46,10 +46,27 @@ from katib.sdk.tune import tune
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (services, workers)."""
+    """CPU time of this process, of its finished children (workers, services) and of
+    the suggestion services tune() keeps running (not finished, so not yet counted)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + kept_cpu()
+
+
+def kept_cpu() -> float:
+    """CPU seconds used so far by the services in tune()'s pool (read from /proc)."""
+    from katib.controller.service_pool import SHARED_POOL
+
+    total = 0.0
+    for algorithm in SHARED_POOL.kept():
+        kept = SHARED_POOL._kept.get(algorithm)
+        pid = kept.service.pid if kept is not None else None
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def objective(params: dict[str, Any]) -> float:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,6 +35,7 @@ from katib.storage.base import (
     Ownership,
     WriteBatch,
 )
+from katib.storage.driver import DriverRunner
 from katib.storage.engine import (
     create_engine_for,
     redact,
@@ -113,44 +114,6 @@ def _count_conflict(name: str, namespace: str, count: int, expected: int) -> Con
     )
 
 
-def _plain(conn: Connection) -> bool:
-    """Whether no event listener watches `conn`: then a statement may skip SQLAlchemy.
-
-    Listeners (tests recording statements, instrumentation) see every statement
-    because, with one installed, statements go through `Connection.execute` as before;
-    so do statements on a connection with execution options, which `Prepared` ignores.
-    """
-    return not (
-        getattr(conn, "_has_events", True)
-        or getattr(conn.engine, "_has_events", True)
-        or getattr(conn.dialect, "_has_events", True)
-        or conn.get_execution_options()  # e.g. a schema_translate_map
-    )
-
-
-def _driver_error(
-    conn: Connection, exc: Exception, sql: str, args: Any, cursor: Any
-) -> sa.exc.StatementError:
-    """A driver's error as SQLAlchemy would raise it from `Connection.execute`.
-
-    The same exception class (IntegrityError, OperationalError, ...) around the same
-    driver error, and a connection the driver says is gone is invalidated, so `_tx`
-    translates it exactly as before and the pool does not hand the connection out again.
-    """
-    dialect = conn.dialect
-    invalidated = False
-    with contextlib.suppress(Exception):
-        invalidated = bool(
-            dialect.is_disconnect(cast(Any, exc), conn.connection.dbapi_connection, cursor)
-        )
-    if invalidated:
-        conn.invalidate(exc)
-    return sa.exc.DBAPIError.instance(
-        sql, args, exc, dialect.loaded_dbapi.Error,
-        connection_invalidated=invalidated, dialect=dialect,
-    )
-
-
 def _latest_condition(status: dict[str, Any] | None) -> str | None:
     conditions = (status or {}).get("conditions") or []
     return conditions[-1].get("type") if conditions else None
@@ -176,8 +139,8 @@ class SQLStorage(BaseStorage):
         self.engine = create_engine_for(self.url)
         # Completed trials by row id, with the texts they were parsed from (see list_trials).
         self._completed: dict[int, tuple[str, str, Trial]] = {}
-        # Hot statements compiled for this engine's dialect (see statements.Prepared).
-        self._prepared: dict[tuple[Any, tuple[str, ...]], q.Prepared] = {}
+        # Hot statements compiled once for this engine's dialect, run on the driver's cursor.
+        self._driver = DriverRunner()
         if migrate_schema:
             try:
                 migrate(self.engine)
@@ -218,74 +181,6 @@ class SQLStorage(BaseStorage):
             if exc.connection_invalidated:
                 raise unavailable(self.engine.url, exc) from None
             raise StorageError(f"database error: {exc.orig}") from None
-
-    def _run(
-        self,
-        conn: Connection,
-        stmt: q.Statement,
-        params: Mapping[str, Any],
-        *,
-        fetch: bool = False,
-        columns: tuple[str, ...] = (),
-    ) -> tuple[int, Any]:
-        """Execute a prebuilt statement: (rows matched, first row returned if `fetch`).
-
-        Straight through the driver's cursor with the statement compiled once (see
-        statements.Prepared) unless an event listener is installed. `columns`: the
-        columns an INSERT sets (the keys of `params`).
-        """
-        if not _plain(conn):
-            result = conn.execute(stmt, params)
-            return (0, result.first()) if fetch else (result.rowcount, None)
-        prepared = self._prepare(conn, stmt, columns)
-        args = prepared.args(params)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(prepared.sql, args)
-            row = cursor.fetchone() if fetch else None
-            count = cursor.rowcount
-        except conn.dialect.loaded_dbapi.Error as exc:
-            error = _driver_error(conn, exc, prepared.sql, args, cursor)
-            with contextlib.suppress(Exception):
-                cursor.close()
-            raise error from exc
-        cursor.close()
-        return count, row
-
-    def _run_many(
-        self,
-        conn: Connection,
-        stmt: q.Statement,
-        rows: Sequence[Mapping[str, Any]],
-        columns: tuple[str, ...],
-    ) -> None:
-        """Execute a prebuilt INSERT for every row (`columns`: the keys of each row)."""
-        if len(rows) == 1:
-            self._run(conn, stmt, rows[0], columns=columns)
-            return
-        if not _plain(conn):
-            conn.execute(stmt, list(rows))
-            return
-        prepared = self._prepare(conn, stmt, columns)
-        args: list[Any] = [prepared.args(r) for r in rows]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(prepared.sql, args)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            error = _driver_error(conn, exc, prepared.sql, args, cursor)
-            with contextlib.suppress(Exception):
-                cursor.close()
-            raise error from exc
-        cursor.close()
-
-    def _prepare(
-        self, conn: Connection, stmt: q.Statement, columns: tuple[str, ...]
-    ) -> q.Prepared:
-        key = (stmt, columns)
-        prepared = self._prepared.get(key)
-        if prepared is None:
-            prepared = self._prepared[key] = q.Prepared(stmt, conn.dialect, columns)
-        return prepared
 
     @staticmethod
     def _experiment_id(conn: Connection, name: str, namespace: str) -> int:
@@ -330,9 +225,9 @@ class SQLStorage(BaseStorage):
         stmt = q.fenced_bump(owner is not None, status is not None, counted, returning)
         row: Any
         if returning:
-            row = self._run(conn, stmt, params, fetch=True)[1]
-        elif self._run(conn, stmt, params)[0] == 1:
-            row = self._run(conn, q.SELECT_ID_REVISION, params, fetch=True)[1]
+            row = self._driver.run(conn, stmt, params, fetch=True)[1]
+        elif self._driver.run(conn, stmt, params)[0] == 1:
+            row = self._driver.run(conn, q.SELECT_ID_REVISION, params, fetch=True)[1]
         else:
             row = None
         if row is None:
@@ -341,7 +236,7 @@ class SQLStorage(BaseStorage):
         if expected_count is not None and not counted:
             # The row is locked: no other writer of this experiment can add trials
             # until we commit, and this statement sees every trial committed before.
-            count = self._run(conn, q.COUNT_TRIALS, {"e_id": exp_id}, fetch=True)[1][0]
+            count = self._driver.run(conn, q.COUNT_TRIALS, {"e_id": exp_id}, fetch=True)[1][0]
             if count != expected_count:
                 raise _count_conflict(name, namespace, count, expected_count)
         return exp_id, int(row[1])
@@ -649,7 +544,7 @@ class SQLStorage(BaseStorage):
                     for r in rows:
                         r["experiment_id"] = exp_id
                     try:
-                        self._run_many(conn, q.INSERT_TRIALS, rows, q.TRIAL_COLUMNS)
+                        self._driver.run_many(conn, q.INSERT_TRIALS, rows, q.TRIAL_COLUMNS)
                     except sa.exc.IntegrityError:
                         raise _NameTaken from None
         except _NameTaken:
@@ -708,7 +603,7 @@ class SQLStorage(BaseStorage):
         stmt = q.UPDATE_TRIAL_STATUS
         if exp_id is not None:
             stmt, params["e_id"] = q.UPDATE_TRIAL_STATUS_OF, exp_id
-        if self._run(conn, stmt, params)[0] != 1:
+        if self._driver.run(conn, stmt, params)[0] != 1:
             raise _no_trial(trial.name, trial.namespace)
 
     def get_trial(self, name: str, namespace: str = "default") -> Trial:
@@ -875,7 +770,7 @@ class SQLStorage(BaseStorage):
                     "step": step,
                 }
             )
-        self._run_many(conn, q.INSERT_OBSERVATIONS, rows, q.OBSERVATION_COLUMNS)
+        self._driver.run_many(conn, q.INSERT_OBSERVATIONS, rows, q.OBSERVATION_COLUMNS)
 
     def get_observation_log(
         self,
