@@ -140,7 +140,7 @@ def test_sqlite_batches_run_prepared_in_one_immediate_transaction(sqlite_url: st
             "INSERT INTO trials",
             "COMMIT",
         ]
-        assert storage._prepared, "the batches did not take the prepared path"
+        assert storage._driver._prepared, "the batches did not take the prepared path"
         assert storage.get_trial("t1").condition == "Succeeded"
         got = storage.get_observation_log("t1")
         assert [(e.value, e.timestamp, e.step) for e in got] == [("0.5", AWARE, 1)]
@@ -208,4 +208,4 @@ def test_connection_lost_mid_batch_is_unavailable_and_invalidated(
         ) == before + 1
         assert [t.name for t in storage.list_trials("exp")] == ["t1"]
         assert len(invalidated) == 1
-        assert storage._prepared, "the batches did not take the prepared path"
+        assert storage._driver._prepared, "the batches did not take the prepared path"
