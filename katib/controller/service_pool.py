@@ -14,6 +14,7 @@ when this process dies.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class SuggestionServicePool:
         self._kept: dict[str, _Kept] = {}
         self._lock = threading.Lock()
         self._reaper: threading.Timer | None = None
+        self._pid = os.getpid()
         atexit.register(self.close)
 
     def take(self, algorithm: str, log_path: str | None) -> SuggestionServiceProcess:
@@ -94,7 +96,9 @@ class SuggestionServicePool:
             service.close()
 
     def close(self) -> None:
-        """Kill every kept service."""
+        """Kill every kept service (not from a forked child: they are its parent's)."""
+        if os.getpid() != self._pid:
+            return
         with self._lock:
             gone = [k.service for k in self._kept.values()]
             self._kept.clear()

@@ -142,3 +142,21 @@ def test_consecutive_tune_calls_share_one_service(tmp_path: Path) -> None:
     finally:
         SHARED_POOL.close()
     assert SHARED_POOL.kept() == [] and all(_wait_gone(p) for p in pids)
+
+
+def test_a_forked_child_leaves_the_parents_services_alone(tmp_path: Path) -> None:
+    pool = SuggestionServicePool(idle_seconds=60)
+    try:
+        with Runtime(tmp_path, service_pool=pool) as runtime:
+            runtime.submit(make_experiment())
+            pid = runtime._services["random"].pid
+        assert pid is not None
+        child = os.fork()
+        if child == 0:  # what a forked multiprocessing worker would do at its exit
+            pool.close()
+            os._exit(0)
+        os.waitpid(child, 0)
+        assert _alive(pid) and pool.kept() == ["random"]
+    finally:
+        pool.close()
+    assert _wait_gone(pid)
