@@ -17,6 +17,7 @@ once; each pass looks only at the open trials.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Hashable
 from typing import Any
@@ -65,7 +66,10 @@ class ExperimentView:
         self.trials: list[Trial] = []
         self._names: list[str] = []  # of `trials` (Trial.name is a property chain)
         self._buckets: list[str] = []
-        self._counts = dict.fromkeys(BUCKETS.values(), 0)  # of `_buckets`, kept in step
+        # Per bucket, the positions in `trials` (ascending) and their names, kept in step
+        # with `_buckets` so counts and trial lists cost nothing that grows per pass.
+        self._members: dict[str, list[int]] = {b: [] for b in BUCKETS.values()}
+        self._member_names: dict[str, list[str]] = {b: [] for b in BUCKETS.values()}
         self._open: list[int] = []  # positions in `trials` of trials not completed
         self._positions: dict[str, int] = {}  # trial name -> position in `trials`
         self._records: list[bytes | None] = []  # request record per history trial, once final
@@ -110,7 +114,8 @@ class ExperimentView:
             self.trials.append(trial)
             self._names.append(trial.name)
             self._buckets.append("pending")
-            self._counts["pending"] += 1
+            self._members["pending"].append(len(self.trials) - 1)
+            self._member_names["pending"].append(trial.name)
             self._open.append(len(self.trials) - 1)
             self._derived_changed()
         self.refresh()
@@ -132,8 +137,7 @@ class ExperimentView:
             trial = self.trials[i]
             bucket = BUCKETS[trial.condition]
             if bucket != self._buckets[i]:
-                self._counts[self._buckets[i]] -= 1
-                self._counts[bucket] += 1
+                self._move(i, self._buckets[i], bucket)
                 self._buckets[i] = bucket
                 self._derived_changed()
             if not trial.is_completed:
@@ -203,15 +207,22 @@ class ExperimentView:
     # --- derived status ------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         self.refresh()
-        return dict(self._counts)
+        return {bucket: len(members) for bucket, members in self._members.items()}
 
     def aggregate(self, status: ExperimentStatus) -> dict[str, int]:
         """status.aggregate over `trials`, from the cached buckets."""
         self.refresh()
-        lists: dict[str, list[str]] = {bucket: [] for bucket in BUCKETS.values()}
-        for name, bucket in zip(self._names, self._buckets, strict=True):
-            lists[bucket].append(name)
-        return fill_lists(status, lists)
+        return fill_lists(status, {b: list(names) for b, names in self._member_names.items()})
+
+    def _move(self, position: int, old: str, new: str) -> None:
+        """Trial `position` leaves bucket `old` for `new` (lists stay in creation order)."""
+        members, names = self._members[old], self._member_names[old]
+        at = bisect.bisect_left(members, position)
+        del members[at], names[at]
+        members, names = self._members[new], self._member_names[new]
+        at = bisect.bisect_left(members, position)
+        members.insert(at, position)
+        names.insert(at, self._names[position])
 
     def optimal(self) -> OptimalTrial | None:
         """observation.optimal_trial over `trials`, from the ranked completed trials."""

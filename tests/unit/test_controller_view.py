@@ -153,6 +153,40 @@ def test_view_derivations_equal_a_full_scan(tmp_path: Path) -> None:
         assert view.records() == TrialBytesCache().serialize(experiment, trials)
 
 
+def test_a_long_lived_views_counts_and_lists_follow_trials_ending_out_of_order(
+    tmp_path: Path,
+) -> None:
+    durations = iter([5, 1, 3, 1, 4, 2, 1, 6, 2, 1, 3, 1] * 3)
+
+    def uneven(assignments: Mapping[str, str]) -> FakeRun:
+        polls = next(durations)
+        if polls == 4:
+            return FakeRun(exit_code=1, polls=polls)
+        return FakeRun(metrics=[("accuracy", assignments["x"])], polls=polls)
+
+    controller, _, storage = counting(
+        tmp_path, uneven, parallelTrialCount=4, maxTrialCount=24, maxFailedTrialCount=24
+    )
+    for _ in range(60):
+        result = controller.reconcile("exp")
+        view = controller._views.get(("default", "exp"))
+        if view is None:
+            break
+        mine, full = ExperimentStatus(), ExperimentStatus()
+        counts = status.aggregate(full, view.trials)  # a full scan of the same trials
+        assert view.counts() == counts
+        assert view.aggregate(mine) == counts
+        assert mine.to_dict() == full.to_dict()
+        if result.completed:
+            break
+    final = storage.get_experiment("exp").status
+    assert final is not None and final.trials == 24
+    assert (final.trials_succeeded or 0) + (final.trials_failed or 0) == 24
+    assert final.succeeded_trial_list is not None and final.failed_trial_list is not None
+    names = [t.name for t in storage.list_trials("exp")]
+    assert final.succeeded_trial_list == [n for n in names if n in final.succeeded_trial_list]
+
+
 def test_a_recently_confirmed_view_is_used_without_asking(tmp_path: Path) -> None:
     controller, _, storage = counting(
         tmp_path, lambda a: FakeRun(metrics=[("accuracy", a["x"])], polls=1000)
