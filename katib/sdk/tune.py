@@ -14,6 +14,7 @@ numbers. Warm start, a time budget and the progress bar are described at `tune`.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import math
 import secrets
@@ -573,6 +574,10 @@ def tune(
         root, db_url, executor=executor, prestart=[algorithm_name], service_pool=SHARED_POOL
     )
     bar: _Progress | None = None
+    # What is alive now (modules, the caller's data) stays out of the collector's scans
+    # during the call: a full collection over it stalls a pass for tens of milliseconds.
+    # unfreeze() gives it back to the collector when the call ends.
+    gc.freeze()
     try:
         stored = runtime.submit(experiment)
         executor.resize(stored.spec.parallel_trial_count or 1)
@@ -599,3 +604,4 @@ def tune(
         if bar is not None:
             bar.close()
         runtime.close()
+        gc.unfreeze()

@@ -300,3 +300,34 @@ def test_progress_bar_shows_trials_and_best(
         objective_metric_name="loss", max_trial_count=1, data_dir=tmp_path, progress=False,
     )
     assert capsys.readouterr().err == ""
+
+
+def test_the_collector_gets_back_what_tune_froze(tmp_path: Path) -> None:
+    import gc
+
+    seen: list[int] = []
+    gc.unfreeze()
+    before = gc.get_freeze_count()
+
+    def objective(params: dict[str, Any]) -> float:
+        return float(params["x"])
+
+    import katib.sdk.tune as tune_module
+
+    real = tune_module.TuneResult
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.get_freeze_count())  # built inside the call, before unfreeze
+        return real(*args, **kwargs)
+
+    tune_module.TuneResult = spy  # type: ignore[assignment,misc]
+    try:
+        result = tune(
+            "frozen", objective, {"x": search.double(0.0, 1.0)}, max_trial_count=2,
+            data_dir=tmp_path, progress=False,
+        )
+    finally:
+        tune_module.TuneResult = real  # type: ignore[misc]
+    assert len(result.trials) == 2
+    assert seen and seen[0] > before  # what was alive stayed out of the scans meanwhile
+    assert gc.get_freeze_count() == before  # and is the collector's again
