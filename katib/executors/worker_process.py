@@ -291,16 +291,20 @@ def _run_one(
                     printed.append((parsed.name, parsed.value, parsed.timestamp))
         metrics = printed + metrics
     reply["metrics"] = metrics
-    reply["rss"] = rss_bytes(os.getpid())
+    # Only a memory limit reads it (outcome_record): /proc costs a few syscalls per trial.
+    reply["rss"] = rss_bytes(os.getpid()) if message["limit"] is not None else None
     return reply
+
+
+_NULL: list[int] = []  # one descriptor of /dev/null, opened on first use
 
 
 def _quiet() -> None:
     """Point fds 1 and 2 at /dev/null (each trial points them at its log meanwhile)."""
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    os.close(null)
+    if not _NULL:
+        _NULL.append(os.open(os.devnull, os.O_WRONLY))
+    os.dup2(_NULL[0], 1)
+    os.dup2(_NULL[0], 2)
 
 
 def main(argv: Sequence[str]) -> int:
