@@ -125,8 +125,9 @@ class SuggestionClient:
         """`records`: `trials` as framed records (conversion.frame_trial), when the caller
         keeps them.
 
-        `while_waiting` runs once the request is sent and before the reply is read, so
-        the caller's own work (storing what the last pass saw) overlaps the algorithm's.
+        `while_waiting` runs on another thread while the request is in flight, so the
+        caller's own work (storing what the last pass saw) overlaps the algorithm's; the
+        reply is returned once it has finished, and its error wins over the call's.
         """
         # The whole history goes with every call (the Katib contract); each trial is
         # serialized once and reused while it does not change.
@@ -143,12 +144,15 @@ class SuggestionClient:
             if while_waiting is None:
                 reply = self._get_suggestions(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
             else:
-                # A thread of our own: grpc's future() starts a new thread per call.
-                call = self._caller.submit(
-                    self._get_suggestions, request, timeout=SUGGESTION_TIMEOUT_SECONDS
-                )
-                while_waiting()  # on an error the reply is simply never read
-                reply = call.result()
+                # The call goes out from this thread, at once; the caller's work runs on
+                # a thread of ours while this one waits in gRPC (without the GIL). The
+                # other way round, the call would wait for the GIL the work holds, and
+                # grpc's future() starts a thread per call.
+                work = self._caller.submit(while_waiting)
+                try:
+                    reply = self._get_suggestions(request, timeout=SUGGESTION_TIMEOUT_SECONDS)
+                finally:
+                    work.result()  # its error first: the reply is then not used
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "GetSuggestions") from None
         if len(reply.parameter_assignments) > count:
