@@ -576,8 +576,11 @@ def tune(
     bar: _Progress | None = None
     # What is alive now (modules, the caller's data) stays out of the collector's scans
     # during the call: a full collection over it stalls a pass for tens of milliseconds.
-    # unfreeze() gives it back to the collector when the call ends.
-    gc.freeze()
+    # unfreeze() gives it back to the collector when the call ends. A process that
+    # froze objects itself (a pre-forking server, say) is left as it is.
+    froze = gc.get_freeze_count() == 0
+    if froze:
+        gc.freeze()
     try:
         stored = runtime.submit(experiment)
         executor.resize(stored.spec.parallel_trial_count or 1)
@@ -604,4 +607,5 @@ def tune(
         if bar is not None:
             bar.close()
         runtime.close()
-        gc.unfreeze()
+        if froze:
+            gc.unfreeze()

@@ -331,3 +331,19 @@ def test_the_collector_gets_back_what_tune_froze(tmp_path: Path) -> None:
     assert len(result.trials) == 2
     assert seen and seen[0] > before  # what was alive stayed out of the scans meanwhile
     assert gc.get_freeze_count() == before  # and is the collector's again
+
+
+def test_objects_the_caller_froze_stay_frozen(tmp_path: Path) -> None:
+    import gc
+
+    gc.freeze()  # as a pre-forking server does before serving
+    frozen = gc.get_freeze_count()
+    try:
+        tune(
+            "caller-froze", lambda p: float(p["x"]), {"x": search.double(0.0, 1.0)},
+            max_trial_count=1, data_dir=tmp_path, progress=False,
+        )
+        # Still frozen (objects freed meanwhile leave the count): tune() did not unfreeze.
+        assert 0 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
