@@ -190,7 +190,7 @@ class SuggestionServiceProcess:
     def client(self) -> SuggestionClient:
         """A client to a live service, starting (or restarting) the process if needed."""
         with self._lock:
-            if self._process is not None and self._process.poll() is None:
+            if self._alive_locked():
                 if self._client is None:
                     self._connect_locked()
                 assert self._client is not None
@@ -266,7 +266,10 @@ class SuggestionServiceProcess:
     def running(self) -> bool:
         """Is the process started and not ended?"""
         with self._lock:
-            return self._process is not None and self._process.poll() is None
+            return self._alive_locked()
+
+    def _alive_locked(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def kill_for_test(self) -> None:
         """Kill the process abruptly (tests of restart behaviour)."""

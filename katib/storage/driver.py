@@ -11,7 +11,7 @@ the storage's error handling is the same on both paths.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -58,6 +58,19 @@ def _driver_error(
     )
 
 
+@contextlib.contextmanager
+def _cursor(conn: Connection, sql: str, args: Any) -> Iterator[Any]:
+    """The driver's cursor for one statement; its errors raised as SQLAlchemy's."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(conn, exc, sql, args, cursor) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            cursor.close()
+
+
 class DriverRunner:
     """Runs prebuilt statements of one storage (it caches their compiled forms)."""
 
@@ -84,18 +97,10 @@ class DriverRunner:
             return (0, result.first()) if fetch else (result.rowcount, None)
         prepared = self._prepare(conn, stmt, columns)
         args = prepared.args(params)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with _cursor(conn, prepared.sql, args) as cursor:
             cursor.execute(prepared.sql, args)
             row = cursor.fetchone() if fetch else None
-            count = cursor.rowcount
-        except conn.dialect.loaded_dbapi.Error as exc:
-            error = _driver_error(conn, exc, prepared.sql, args, cursor)
-            with contextlib.suppress(Exception):
-                cursor.close()
-            raise error from exc
-        cursor.close()
-        return count, row
+            return cursor.rowcount, row
 
     def run_many(
         self,
@@ -113,15 +118,8 @@ class DriverRunner:
             return
         prepared = self._prepare(conn, stmt, columns)
         args: list[Any] = [prepared.args(r) for r in rows]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with _cursor(conn, prepared.sql, args) as cursor:
             cursor.executemany(prepared.sql, args)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            error = _driver_error(conn, exc, prepared.sql, args, cursor)
-            with contextlib.suppress(Exception):
-                cursor.close()
-            raise error from exc
-        cursor.close()
 
     def _prepare(
         self, conn: Connection, stmt: q.Statement, columns: tuple[str, ...]
