@@ -16,10 +16,11 @@ each Optuna configuration, the per-trial time in milliseconds (wall / N) and tun
 overhead per trial. A tune() of a single trial measures the fixed cost, so the
 steady per-trial time can be told apart from it.
 
-Storage goes under --dir (default: a temporary directory in the home directory,
-beside tune()'s default ~/.katib). The header gives the cost of creating a file
-there and in the system's temporary directory: on some machines /tmp costs tens of
-times more per file, and each trial creates a few. --profile runs the first
+Storage goes in a temporary directory under --dir (default: the home directory,
+beside tune()'s default ~/.katib, or the system's temporary directory, whichever makes
+a trial's directory and files faster). The header gives both costs: on some machines
+one of them costs tens of times more per file (kernel time, which competes with the
+trials for the CPU), and each trial makes a directory and three files. --profile runs the first
 sequential tune() under pyinstrument (if installed) and prints where the
 controller's time goes.
 """
@@ -27,6 +28,7 @@ controller's time goes.
 from __future__ import annotations
 
 import argparse
+import compileall
 import logging
 import os
 import resource
@@ -114,15 +116,51 @@ def run_optuna(trials: int, storage: str | None) -> tuple[float, float, float]:
     return time.perf_counter() - start, cpu_seconds() - cpu, float(study.best_value)
 
 
-def file_create_us(directory: Path, count: int = 200) -> float:
-    """Microseconds to create (and write) one small file in `directory`."""
+def trial_dir_us(directory: Path, count: int = 100) -> float:
+    """Microseconds to make what a trial makes on disk in `directory`: a directory with
+    three small files (median of `count`)."""
+    times = []
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
-        start = time.perf_counter()
         for i in range(count):
-            fd = os.open(os.path.join(scratch, str(i)), os.O_WRONLY | os.O_CREAT, 0o644)
-            os.write(fd, b"x")
-            os.close(fd)
-        return (time.perf_counter() - start) / count * 1e6
+            start = time.perf_counter()
+            path = os.path.join(scratch, str(i))
+            os.mkdir(path)
+            for name in ("a", "b", "c"):
+                fd = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CREAT, 0o644)
+                os.write(fd, b"x")
+                os.close(fd)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def storage_dir(choice: Path | None) -> tuple[Path, str]:
+    """`choice`, or the cheaper of the home and temporary directories to make trial
+    directories in; with a line that gives what each costs."""
+    candidates = [choice] if choice is not None else []
+    candidates += [Path.home(), Path(tempfile.gettempdir())]
+    costs: dict[Path, float] = {}
+    for candidate in candidates:
+        costs.setdefault(candidate.resolve(), trial_dir_us(candidate))
+    chosen = choice.resolve() if choice is not None else min(costs, key=costs.__getitem__)
+    listed = "; ".join(f"{path}: {us:.0f} us" for path, us in costs.items())
+    return chosen, f"storage under {chosen} (making a trial directory with 3 files: {listed})"
+
+
+def precompile() -> str:
+    """Compile the project's modules to bytecode now, as Python's first import would
+    have done on most machines; a line saying so.
+
+    With PYTHONDONTWRITEBYTECODE set (as in some sandboxes and containers) Python never
+    caches our modules' bytecode, and every start of a suggestion service or worker
+    compiles them again (about 40 ms per service): a cost of that setting, not of a
+    trial."""
+    root = Path(__file__).resolve().parent.parent
+    for package in ("katib", "suggestion_services", "metrics_collector"):
+        compileall.compile_dir(root / package, quiet=1)
+    setting = os.environ.get("PYTHONDONTWRITEBYTECODE")
+    return "project bytecode compiled first" + (
+        f" (PYTHONDONTWRITEBYTECODE={setting} is set here)" if setting else ""
+    )
 
 
 def main(argv: list[str] | None = None) -> list[str]:
@@ -131,8 +169,9 @@ def main(argv: list[str] | None = None) -> list[str]:
     )
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--dir", type=Path, default=Path.home(),
-                        help="where the benchmark's temporary storage goes")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the benchmark's temporary storage goes (default: the "
+                        "cheaper of the home and temporary directories)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -140,11 +179,11 @@ def main(argv: list[str] | None = None) -> list[str]:
 
     n = args.trials
     load_before = f"{os.getloadavg()[0]:.2f}"
-    here_us = file_create_us(args.dir)
-    tmp_us = file_create_us(Path(tempfile.gettempdir()))
+    directory, storage_line = storage_dir(args.dir)
+    bytecode_line = precompile()
     samples: dict[str, list[tuple[float, float, float]]] = {}
     fixed: dict[str, list[float]] = {"first call": [], "later call": []}
-    with tempfile.TemporaryDirectory(dir=args.dir, prefix="katib-bench-") as tmp:
+    with tempfile.TemporaryDirectory(dir=directory, prefix="katib-bench-") as tmp:
         runs = 0
 
         def tune_run(trials: int, parallel: int, first: bool) -> tuple[float, float, float]:
@@ -181,8 +220,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         f"{n} trials, objective (x-2)^2+(y+1)^2 on [-10,10]^2, TPE; medians of "
         f"{max(1, args.repeat)} interleaved runs (optuna SQLite: 1); load average before: "
         f"{load_before}, after: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)",
-        f"storage under {args.dir} (creating a file: {here_us:.0f} us; in "
-        f"{tempfile.gettempdir()}: {tmp_us:.0f} us)",
+        f"{storage_line}; {bytecode_line}",
         "",
         "| configuration | wall s | ms/trial | CPU s | vs optuna in memory | vs optuna SQLite "
         "| best |",

@@ -3,7 +3,7 @@
 Prints one line, `suggestion service '<name>' listening on <host>:<port>`, which
 the controller parses, then serves until SIGTERM/SIGINT and exits 0. The line comes
 as soon as the server listens; the algorithm's `warm_up` (e.g. TPE's import of
-optuna and scipy, needed only after its random start-up draws) then runs in the
+its model phase, needed only after its random start-up draws) then runs in the
 background, overlapping the first requests. The same port
 also serves api.v1.beta1.EarlyStopping (Katib's controller expects it on 6788: run
 a second instance with `--port 6788` for a Katib deployment).

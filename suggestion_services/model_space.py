@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-from optuna.distributions import (
-    BaseDistribution,
+
+from .parzen_types import (
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
+    ModelDistribution,
 )
-
 from .search_space import (
     Distribution,
     Key,
@@ -52,7 +52,7 @@ class Dim:
     name: str
     kind: DimKind
     parameter: Parameter
-    distribution: BaseDistribution
+    distribution: ModelDistribution
     #: (mu, sigma) of the prior kernel on the estimator's internal scale, for normal/logNormal.
     prior: tuple[float, float] | None
 
@@ -128,7 +128,7 @@ class ModelSpace:
 
 def _model_parameter(
     p: Parameter,
-) -> tuple[DimKind, BaseDistribution, tuple[float, float] | None] | None:
+) -> tuple[DimKind, ModelDistribution, tuple[float, float] | None] | None:
     if isinstance(p, ListParameter):
         if p.size <= 1:
             return None

@@ -5,7 +5,8 @@ split of the history into good and bad trials, its constant liar) driven
 statelessly from the request's history; see bench/tpe_choice.py for why optuna
 and not hyperopt, and `TPE` for the behaviour. The model phase lives in
 suggestion_services.tpe_model, imported on first use (or by `TPE.warm_up`): this
-module, settings checks and the random start-up draws need neither optuna nor scipy.
+module, settings checks and the random start-up draws do without it. Neither phase
+imports optuna or scipy (see suggestion_services.parzen_types and .normal).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .base import (
 )
 from .experiment_cache import ExperimentCache
 from .history import UsedKeyLog, make_rng, used_points
+from .parzen_types import default_gamma
 from .search_space import Key
 
 if TYPE_CHECKING:  # the model phase: imported at run time on first use only
@@ -51,10 +53,7 @@ class TPEConfig:
     def n_below(self, n_observed: int) -> int:
         """How many of the best trials form the "good" density l(x)."""
         if self.gamma is None:
-            # Called by the model phase only, when optuna is imported already.
-            from optuna.samplers._tpe.sampler import default_gamma
-
-            return int(default_gamma(n_observed))
+            return default_gamma(n_observed)
         return min(math.ceil(self.gamma * math.sqrt(n_observed)), _GAMMA_CAP)
 
 
@@ -169,7 +168,7 @@ class TPE(BaseAlgorithm):
 
     @classmethod
     def warm_up(cls) -> None:
-        """Import the model phase (optuna, scipy), which the start-up draws do without."""
+        """Import the model phase, which the start-up draws do without."""
         from . import tpe_model  # noqa: F401
 
     def config(self, experiment: ExperimentInfo) -> TPEConfig:

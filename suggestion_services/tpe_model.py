@@ -1,25 +1,22 @@
 """TPE's model phase: optuna's split and Parzen estimators driven from the history.
 
 Kept apart from suggestion_services.tpe so that a service answers settings checks
-and the first n_startup_trials (random) suggestions without importing optuna and
-scipy (a quarter of a second): tpe imports this module on the first model-based
-suggestion, or earlier from `TPE.warm_up`, which the service starts in the
-background once it listens. Everything here runs with the experiment's
-`History.lock` held; see `TPE` for the behaviour.
+and the first n_startup_trials (random) suggestions without importing it (about
+20 ms; it needs numpy only, not optuna or scipy, whose imports took a quarter of a
+second): tpe imports this module on the first model-based suggestion, or earlier
+from `TPE.warm_up`, which the service starts in the background once it listens.
+Everything here runs with the experiment's `History.lock` held; see `TPE` for the
+behaviour.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import optuna
-from optuna.samplers._tpe.parzen_estimator import _ParzenEstimatorParameters
-from optuna.samplers._tpe.sampler import default_weights
 
 from katib.errors import SearchSpaceExhaustedError
 
@@ -29,13 +26,11 @@ from .history import make_rng
 from .model_space import Dim, ModelSpace
 from .observations import History, Snapshot, UsedKeys
 from .parzen import Parzen
+from .parzen_types import ParzenParameters, default_weights
 from .search_space import Key
 
 if TYPE_CHECKING:
     from .tpe import TPEConfig
-
-# Before optuna runs anything that could log (importing it logs nothing).
-optuna.logging.set_verbosity(logging.WARNING)
 
 #: Rounds of fresh candidates tried before a point already taken falls back to random.
 _PICK_ROUNDS = 4
@@ -124,7 +119,7 @@ class _Sampler:
         self.model = model
         self.config = config
         self.used: UsedKeys = snapshot.used
-        self.parameters = _ParzenEstimatorParameters(
+        self.parameters = ParzenParameters(
             prior_weight=config.prior_weight,
             consider_magic_clip=True,
             consider_endpoints=False,

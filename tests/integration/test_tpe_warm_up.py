@@ -1,6 +1,6 @@
 """`python -m suggestion_services --algorithm tpe` answers while its warm-up imports.
 
-The service prints its listening line before TPE's model phase (optuna, scipy) is
+The service prints its listening line before TPE's model phase is
 imported, then imports it in a background thread. Requests sent at once, model-based
 ones included, must wait for that import (no deadlock, no error) and get the
 answers an in-process algorithm gives; a stop during the warm-up exits cleanly.

@@ -20,21 +20,26 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator, _ParzenEstimatorParameters
-from optuna.samplers._tpe.probability_distributions import (
-    _BatchedCategoricalDistributions,
-    _BatchedTruncNormDistributions,
-)
-from optuna.samplers._tpe.sampler import default_weights
+from optuna.samplers._tpe.sampler import default_gamma as optuna_gamma
+from optuna.samplers._tpe.sampler import default_weights as optuna_weights
 from scipy import stats
-from scipy.special import ndtr
 
 from katib.errors import InvalidArgumentError, SearchSpaceExhaustedError
 from katib.testing.algorithms import check_point, make_experiment
+from suggestion_services import parzen_types
 from suggestion_services.base import ExperimentInfo, ObjectiveType, TrialCondition, TrialRecord
 from suggestion_services.experiment_cache import clear_all_caches
 from suggestion_services.model_space import Dim, DimKind, ModelSpace
+from suggestion_services.normal import ndtr
 from suggestion_services.observations import History
 from suggestion_services.parzen import Parzen, _Truncation, _truncnorm_ppf, log_gauss_mass
+from suggestion_services.parzen_types import (
+    CategoricalKernels,
+    ParzenParameters,
+    TruncNormKernels,
+    default_gamma,
+    default_weights,
+)
 from suggestion_services.search_space import ParameterSpec, SearchSpace
 from suggestion_services.tpe import TPE, MultivariateTPE, _Sampler
 
@@ -418,12 +423,56 @@ def test_history_snapshots_match_a_fresh_parse_through_random_edits() -> None:
 
 # -- agreement with optuna -------------------------------------------------------------
 
-PARAMETERS = _ParzenEstimatorParameters(1.0, True, False, default_weights, True)
+#: The same parameters for optuna's estimator (REFERENCE) and ours (PARAMETERS).
+REFERENCE = _ParzenEstimatorParameters(1.0, True, False, optuna_weights, True)
+PARAMETERS = ParzenParameters(1.0, True, False, default_weights, True)
+
+
+def _ours(d: BaseDistribution) -> parzen_types.ModelDistribution:
+    """Our distribution for one of optuna's (parzen_types mirrors optuna's fields)."""
+    if isinstance(d, CategoricalDistribution):
+        return parzen_types.CategoricalDistribution(tuple(d.choices))
+    if isinstance(d, IntDistribution):
+        return parzen_types.IntDistribution(d.low, d.high, log=d.log, step=d.step)
+    assert isinstance(d, FloatDistribution)
+    return parzen_types.FloatDistribution(d.low, d.high, log=d.log, step=d.step)
+
+
+def _optunas(d: parzen_types.ModelDistribution) -> BaseDistribution:
+    if isinstance(d, parzen_types.CategoricalDistribution):
+        return CategoricalDistribution(d.choices)  # type: ignore[arg-type]
+    if isinstance(d, parzen_types.IntDistribution):
+        return IntDistribution(d.low, d.high, log=d.log, step=d.step)
+    return FloatDistribution(d.low, d.high, log=d.log, step=d.step)
 
 
 def _dims(distributions: Mapping[str, BaseDistribution]) -> list[Dim]:
-    return [Dim(i, i, name, DimKind.CONTINUOUS, None, d, None)  # type: ignore[arg-type]
+    return [Dim(i, i, name, DimKind.CONTINUOUS, None, _ours(d), None)  # type: ignore[arg-type]
             for i, (name, d) in enumerate(distributions.items())]
+
+
+def test_weights_and_gamma_are_optunas() -> None:
+    for n in range(0, 120):
+        np.testing.assert_array_equal(default_weights(n), optuna_weights(n))
+        assert default_gamma(n) == optuna_gamma(n)
+
+
+def test_custom_weights_are_checked_as_optuna_checks_them() -> None:
+    rows = np.linspace(0.0, 1.0, 4).reshape(4, 1)
+    dims = _dims({"f": FloatDistribution(0.0, 1.0)})
+    def halves(n: int) -> np.ndarray:
+        return np.full(n, 0.5)
+
+    ours = Parzen(dims, rows, PARAMETERS._replace(weights=halves))
+    reference = _ParzenEstimator({"f": rows[:, 0]}, {"f": FloatDistribution(0.0, 1.0)},
+                                 REFERENCE._replace(weights=halves))
+    np.testing.assert_array_equal(ours.weights, reference._mixture_distribution.weights)
+    for bad in (lambda n: -np.ones(n), lambda n: np.zeros(n)):
+        with pytest.raises(ValueError, match="weights function"):
+            Parzen(dims, rows, PARAMETERS._replace(weights=bad))
+        with pytest.raises(ValueError):
+            _ParzenEstimator({"f": rows[:, 0]}, {"f": FloatDistribution(0.0, 1.0)},
+                             REFERENCE._replace(weights=bad))
 
 
 @pytest.mark.parametrize("n", [0, 5, 300])
@@ -441,7 +490,7 @@ def test_log_pdf_matches_optuna(n: int) -> None:
         "c": rng.integers(0, 4, n).astype(float), "i": rng.integers(0, 10, n).astype(float),
         "j": rng.integers(0, 1000, n).astype(float),
     }
-    reference = _ParzenEstimator(observations, space, PARAMETERS)  # type: ignore[arg-type]
+    reference = _ParzenEstimator(observations, space, REFERENCE)  # type: ignore[arg-type]
     ours = Parzen(_dims(space), np.stack(list(observations.values()), axis=1).reshape(n, 5),
                   PARAMETERS)
     x = ours.sample(rng, 50, list(range(5)))
@@ -449,7 +498,7 @@ def test_log_pdf_matches_optuna(n: int) -> None:
     np.testing.assert_allclose(ours.log_pdf(x, list(range(5))), expected, atol=2e-3)
     for i, name in enumerate(space):  # the 1-D marginals (merged kernels) too
         alone = _ParzenEstimator({name: observations[name]}, {name: space[name]},  # type: ignore[dict-item]
-                                 PARAMETERS)
+                                 REFERENCE)
         tol = 2e-3 if name in ("i", "j") else 1e-9  # grids: wide kernels use the midpoint rule
         np.testing.assert_allclose(ours.log_pdf(x[:, [i]], [i]),
                                    alone.log_pdf({name: x[:, i]}), atol=tol)
@@ -483,7 +532,7 @@ def test_fitted_mixture_samples_match_optuna(n: int) -> None:
         "f": rng.uniform(-3, 5, n), "g": np.exp(rng.uniform(math.log(1e-4), math.log(10), n)),
         "c": rng.integers(0, 4, n).astype(float), "i": rng.integers(0, 10, n).astype(float),
     }
-    reference = _ParzenEstimator(observations, space, PARAMETERS)  # type: ignore[arg-type]
+    reference = _ParzenEstimator(observations, space, REFERENCE)  # type: ignore[arg-type]
     ours = Parzen(_dims(space), np.stack(list(observations.values()), axis=1), PARAMETERS)
     size = 6000
     drawn = ours.sample(np.random.default_rng(1), size, list(range(4)))
@@ -527,13 +576,13 @@ def test_candidate_scores_match_optuna_split(multivariate: bool) -> None:
     for group, (l_fit, l_cols), (g_fit, g_cols) in zip(sampler.groups, sampler.below, above,
                                                        strict=True):
         names = [d.name for d in group]
-        dists = {d.name: d.distribution for d in group}
+        dists = {d.name: _optunas(d.distribution) for d in group}
 
         def fit(rows: list[int], group: tuple[Dim, ...] = group,
                 dists: dict[str, BaseDistribution] = dists) -> _ParzenEstimator:
             coords = np.array([model.coords(points[i]) for i in rows])
             return _ParzenEstimator({d.name: coords[:, d.column] for d in group}, dists,
-                                    PARAMETERS)
+                                    REFERENCE)
 
         x = model.snap(group, l_fit.sample(rng, 200, l_cols))
         ours = l_fit.log_pdf(x, l_cols) - g_fit.log_pdf(x, g_cols)
@@ -569,31 +618,41 @@ def _observations(name: str, d: BaseDistribution, n: int, rng: np.random.Generat
     return rng.uniform(d.low, d.high, n)
 
 
+_KERNEL_NAMES = {
+    f"_Batched{name}Distributions": f"{name}Kernels"
+    for name in ("Categorical", "TruncNorm", "TruncLogNorm", "DiscreteTruncNorm",
+                 "DiscreteTruncLogNorm")
+}
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 30, 300])
 @pytest.mark.parametrize("prior_weight", [1.0, 0.3])
 def test_kernels_and_weights_are_optunas_bit_for_bit(n: int, prior_weight: float) -> None:
     """Parzen computes the kernels itself (optuna's class costs more than its math);
     they must be exactly optuna's, ties and clipped bandwidths included."""
     rng = np.random.default_rng(n)
-    parameters = _ParzenEstimatorParameters(prior_weight, True, False, default_weights, True)
+    reference_parameters = REFERENCE._replace(prior_weight=prior_weight)
+    parameters = PARAMETERS._replace(prior_weight=prior_weight)
     for space in SPACES_FOR_KERNELS.values():
         for ties in (False, True):  # ties: float observations on a coarse grid
             observations = {name: _observations(name, d, n, rng) for name, d in space.items()}
             for name, d in space.items():
                 if ties and isinstance(d, FloatDistribution) and not d.log:
                     observations[name] = np.round(observations[name])
-            reference = _ParzenEstimator(observations, space, parameters)  # type: ignore[arg-type]
+            reference = _ParzenEstimator(observations, space,  # type: ignore[arg-type]
+                                         reference_parameters)
             expected = reference._mixture_distribution
             rows = np.stack(list(observations.values()), axis=1).reshape(n, len(space))
             ours = Parzen(_dims(space), rows, parameters)
             np.testing.assert_array_equal(ours.weights, expected.weights)
             for got, want in zip(ours._distributions, expected.distributions, strict=True):
-                assert type(got) is type(want)
+                # optuna's _BatchedTruncNormDistributions is our TruncNormKernels, ...
+                assert type(got).__name__ == _KERNEL_NAMES[type(want).__name__]
                 for field_name in want._fields:
                     np.testing.assert_array_equal(getattr(got, field_name),
                                                   getattr(want, field_name))
             for i, d in enumerate(ours._distributions):  # constants computed together
-                if not isinstance(d, _BatchedCategoricalDistributions):
+                if not isinstance(d, CategoricalKernels):
                     alone = _Truncation(d)
                     for name in ("a", "b", "log_mass"):
                         np.testing.assert_array_equal(getattr(ours._truncation(i), name),
@@ -649,13 +708,26 @@ def test_log_gauss_mass_fast_path_matches_the_general_one() -> None:
     np.testing.assert_array_equal(mixed[2:], general[2:])
 
 
+def test_log_mass_of_kernels_far_inside_the_range_is_scipys_to_2e_17() -> None:
+    """Kernels more than 8.5 sigma inside a bound skip that bound's CDF (it is below
+    1e-17); the log mass differs from scipy's by less than 2e-17, absolutely."""
+    special = pytest.importorskip("scipy.special")
+    rng = np.random.default_rng(4)
+    a = -np.concatenate([rng.uniform(0, 8.5, 200), rng.uniform(8.5, 60, 200)])
+    b = np.concatenate([rng.uniform(8.5, 60, 200), rng.uniform(0, 8.5, 200)])
+    rng.shuffle(b)
+    expected = np.log1p(-special.ndtr(a) - special.ndtr(-b))
+    np.testing.assert_allclose(log_gauss_mass(a, b), expected, rtol=1e-13, atol=2e-17)
+    assert log_gauss_mass(np.array([-9.0, -40.0]), np.array([9.0, 40.0])).tolist() == [0.0, 0.0]
+
+
 def test_quantiles_from_kernel_constants_equal_the_per_draw_formula() -> None:
     """Both branches of the quantile (kernels centred below the lower bound take the
     other one) and their mix, against `_truncnorm_ppf` on the gathered bounds."""
     rng = np.random.default_rng(9)
     mu = np.concatenate([rng.uniform(0.0, 4.0, 20), rng.uniform(-3.0, -0.1, 5)])
     sigma = rng.uniform(0.05, 3.0, 25)
-    truncation = _Truncation(_BatchedTruncNormDistributions(mu, sigma, 0.0, 4.0))
+    truncation = _Truncation(TruncNormKernels(mu, sigma, 0.0, 4.0))
     for active in (rng.integers(0, 20, 300), rng.integers(20, 25, 300), rng.integers(0, 25, 300)):
         q = rng.random(300)
         expected = _truncnorm_ppf(q, truncation.a[active], truncation.b[active])
