@@ -10,9 +10,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 from katib.storage.engine import create_engine_for
+from katib.storage.migration import VERSION_TABLE
 from katib.storage.tables import Base
-
-VERSION_TABLE = "katib_alembic_version"  # not alembic_version: the DB may be shared (Optuna)
 
 config = context.config
 target_metadata = Base.metadata
