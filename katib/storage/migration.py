@@ -5,6 +5,9 @@ SQLite files are guarded by a file lock, PostgreSQL and MySQL/MariaDB by a named
 lock on the server. A database already at `HEAD_REVISION` needs neither: one query
 says so, and alembic is not even imported (its import and the loading of its
 scripts cost about a tenth of a second, which every `tune()` and `katib run` paid).
+A database without any of our tables gets the newest schema from the table
+definitions directly, stamped with HEAD_REVISION: the schema the migrations build
+(tests/unit/test_storage_sql.py compares the two), again without alembic.
 """
 
 from __future__ import annotations
@@ -102,13 +105,34 @@ def at_head(engine: Engine) -> bool:
     return [row[0] for row in versions] == [HEAD_REVISION]
 
 
+def version_table() -> sa.Table:
+    """The version table as alembic defines it (its default, with a primary key)."""
+    return sa.Table(
+        VERSION_TABLE,
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+    )
+
+
+def _create_fresh(conn: Connection) -> bool:
+    """Create the newest schema and stamp it, if the database has none of our tables."""
+    from katib.storage.tables import Base
+
+    existing = set(sa.inspect(conn).get_table_names())
+    if existing & ({VERSION_TABLE} | set(Base.metadata.tables)):
+        return False
+    Base.metadata.create_all(conn)
+    table = version_table()
+    table.create(conn)
+    conn.execute(table.insert().values(version_num=HEAD_REVISION))
+    return True
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (`alembic upgrade head`); safe concurrently."""
     if at_head(engine):
         return
-    from alembic import command
-    from alembic.util import CommandError
-
     lock_file = sqlite_path(engine.url) if engine.dialect.name == "sqlite" else None
     try:
         with _file_lock(lock_file), engine.connect() as conn:
@@ -116,7 +140,8 @@ def migrate(engine: Engine) -> None:
             try:
                 if not conn.in_transaction():
                     conn.begin()
-                command.upgrade(alembic_config(conn), "head")
+                if not _create_fresh(conn):
+                    _upgrade(conn, engine)
                 conn.commit()
             finally:
                 if conn.in_transaction():
@@ -129,6 +154,15 @@ def migrate(engine: Engine) -> None:
         raise unavailable(engine.url, exc) from None
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"migrating database {redact(engine.url)} failed: {exc.orig}") from None
+
+
+def _upgrade(conn: Connection, engine: Engine) -> None:
+    """`alembic upgrade head` on `conn` (the only place alembic is imported to migrate)."""
+    from alembic import command
+    from alembic.util import CommandError
+
+    try:
+        command.upgrade(alembic_config(conn), "head")
     except CommandError as exc:  # e.g. a revision from a newer katib we don't know
         raise StorageError(
             f"database {redact(engine.url)} has a schema this version cannot migrate: {exc}"
