@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         )
     lines.append(
         f"- a first call takes {first - later:.2f} s longer than a later one (sequential): the "
-        "service's start and, from TPE's 11th trial, the import of its model (optuna, scipy)"
+        "suggestion service's start (a new process: Python, numpy, grpc)"
     )
     one = statistics.median(fixed["later call"])
     lines.append(
