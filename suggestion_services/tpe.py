@@ -28,7 +28,6 @@ from .base import (
 )
 from .experiment_cache import ExperimentCache
 from .history import UsedKeyLog, make_rng, used_points
-from .parzen_types import default_gamma
 from .search_space import Key
 
 if TYPE_CHECKING:  # the model phase: imported at run time on first use only
@@ -53,6 +52,9 @@ class TPEConfig:
     def n_below(self, n_observed: int) -> int:
         """How many of the best trials form the "good" density l(x)."""
         if self.gamma is None:
+            # Called by the model phase only: parzen_types stays out of the service's start.
+            from .parzen_types import default_gamma
+
             return default_gamma(n_observed)
         return min(math.ceil(self.gamma * math.sqrt(n_observed)), _GAMMA_CAP)
 

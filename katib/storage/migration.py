@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from katib.errors import KatibError, StorageError
 from katib.storage.engine import redact, sqlite_path, unavailable
+from katib.storage.tables import Base
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -117,8 +118,6 @@ def version_table() -> sa.Table:
 
 def _create_fresh(conn: Connection) -> bool:
     """Create the newest schema and stamp it, if the database has none of our tables."""
-    from katib.storage.tables import Base
-
     existing = set(sa.inspect(conn).get_table_names())
     if existing & ({VERSION_TABLE} | set(Base.metadata.tables)):
         return False
