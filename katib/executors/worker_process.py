@@ -276,10 +276,12 @@ def _run_one(
         reply["error"] = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
     sys.stdout.flush()
     sys.stderr.flush()
+    # Nothing printed (fd 1 and 2 are the log): nothing to parse, and no need to open it.
+    printed_nothing = os.fstat(1).st_size == 0
     _quiet()  # output between trials (background threads) goes nowhere, not to this log
     reported, _REPORTED = _REPORTED, None
     metrics = list(reported or []) + list(reply["metrics"])
-    if message["parse"] and names:
+    if message["parse"] and names and not printed_nothing:
         from metrics_collector.parsers import TextParser
 
         parser = TextParser(names, message["filters"] or None)

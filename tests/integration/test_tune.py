@@ -28,6 +28,11 @@ def printing(params: dict[str, Any]) -> None:
     print(f"loss={params['x'] * 2}")
 
 
+def writing_to_fd(params: dict[str, Any]) -> None:
+    """Output that bypasses sys.stdout (as from C code or a child process)."""
+    os.write(1, f"loss={params['x'] * 5}\n".encode())
+
+
 def reporting(params: dict[str, Any]) -> None:
     katib.report_metrics({"loss": params["x"] * 3, "extra": 1})
 
@@ -37,7 +42,8 @@ def returning(params: dict[str, Any]) -> dict[str, float]:
 
 
 @pytest.mark.parametrize(
-    ("objective", "factor"), [(printing, 2), (reporting, 3), (returning, 4)]
+    ("objective", "factor"),
+    [(printing, 2), (reporting, 3), (returning, 4), (writing_to_fd, 5)],
 )
 def test_printed_reported_and_returned_metrics(
     tmp_path: Path, objective: Any, factor: int
