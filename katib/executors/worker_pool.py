@@ -21,13 +21,14 @@ experiment's filters (StdOut collector); `katib.report_metrics({...})`, which in
 records in-process instead of calling DBManager; and the function's return value (a
 number is the objective metric, a dict maps metric names to numbers).
 
-Restarts: a trial directory holds `launched` from before its function started and
-`result.json` once it ended and any observations it made were stored (acknowledged), so
-a new executor answers FINISHED or LOST (its pool died with the process that owned it,
-or its observations died with the controller before they were stored).
+Restarts: a trial directory holds an empty `result.json` from before its function
+started (older versions: a `launched` marker) and the outcome in it once the trial
+ended and any observations it made were stored (acknowledged), so a new executor
+answers FINISHED or LOST (its pool died with the process that owned it, or its
+observations died with the controller before they were stored).
 
 Per trial the controller touches no disk: the worker makes the trial directory and its
-marker before it runs the function, and writes result.json itself (for an
+empty result.json before it runs the function, and writes the outcome itself (for an
 acknowledgement, on a message; a retired worker's unwritten ones are written here).
 """
 
@@ -525,7 +526,8 @@ class WorkerPoolExecutor(BaseExecutor):
         try:
             record = json.loads((directory / RESULT).read_text())
         except (OSError, ValueError):
-            if (directory / MARKER).exists():
+            # An empty (or cut-short) result.json: made before the call, no outcome yet.
+            if (directory / RESULT).exists() or (directory / MARKER).exists():
                 return TrialOutcome(
                     TrialPhase.LOST,
                     message="its worker pool ended with the process that ran it",

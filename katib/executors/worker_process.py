@@ -9,13 +9,16 @@ error if any) and its RSS. It dies with the pool's process (PR_SET_PDEATHSIG on 
 and leaves when the socket closes.
 
 The trial's files are the worker's job, so the pool's process (the controller) touches
-no disk per trial. Creating a file or directory costs far more than renaming one on
-slow disks, so while idle the worker prepares a spare directory (``DIR/<pid>``, with
-the `launched` marker, an empty log and a result temporary) and a trial starts by
-renaming it to the trial's directory: the directory and its marker appear together,
-before the function runs, so "no marker" still means "the function never started".
-The result is written here too: at once when there is nothing for the controller to
-store, else when the controller acknowledges it (an ``ack`` message).
+no disk per trial. Creating a file or directory costs far more than renaming or
+rewriting one on slow disks, so while idle the worker prepares a spare directory
+(``DIR/<pid>``, with an empty log and an empty result.json) and a trial starts by
+renaming it to the trial's directory: the directory and its empty result.json appear
+together, before the function runs. An empty (or unreadable) result.json therefore
+means "launched, no outcome yet", as the `launched` marker of older directories does;
+"neither" still means "the function never started". The outcome is then written into
+that result.json in place: at once when there is nothing for the controller to store,
+else when the controller acknowledges it (an ``ack`` message). Per trial that is two
+new files and one directory, made ahead, and one rename.
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ from typing import Any
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: Names inside a trial directory (shared with katib.executors.worker_pool).
-MARKER = "launched"  # the function may have started
-RESULT = "result.json"  # the trial ended (and its observations were stored, if any)
+MARKER = "launched"  # the function may have started (directories of older versions)
+#: The trial ended (and its observations were stored, if any); empty or unreadable: the
+#: function may have started (the worker makes it, empty, before the call).
+RESULT = "result.json"
 LOG = "trial.log"
-_RESULT_TMP = "result.json.worker.tmp"
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -138,15 +142,19 @@ def outcome_record(
     return record, leaked
 
 
-def write_result(directory: str, text: str, tmp: str = _RESULT_TMP) -> None:
-    """result.json, atomically (a temporary renamed over it)."""
+def write_result(directory: str, text: str, tmp: str) -> None:
+    """result.json, atomically (a temporary renamed over it): for a record that may
+    replace an earlier one."""
     path = os.path.join(directory, tmp)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
+    _create(path, text.encode())
     os.replace(path, os.path.join(directory, RESULT))
+
+
+def fill_result(directory: str, text: str) -> None:
+    """Write the outcome into the trial's result.json, which holds none yet (it is
+    empty: made with the directory). In place, without a temporary: a write cut short
+    leaves it unreadable, which reads as "no outcome", as the empty file did."""
+    _create(os.path.join(directory, RESULT), text.encode())
 
 
 class _Spare:
@@ -177,15 +185,14 @@ class _Spare:
         except OSError:
             return
         try:
-            _create(os.path.join(self.path, MARKER), str(os.getpid()).encode())
             _create(os.path.join(self.path, LOG), b"")
-            _create(os.path.join(self.path, _RESULT_TMP), b"")
+            _create(os.path.join(self.path, RESULT), b"")
         except OSError:
             return
         self.ready = True
 
     def take(self, directory: str) -> None:
-        """Make ``directory`` with its `launched` marker (before the function runs)."""
+        """Make ``directory`` with its empty result.json (before the function runs)."""
         if self.ready and self.path is not None:
             for attempt in range(2):
                 try:
@@ -201,13 +208,15 @@ class _Spare:
                 self.ready = False
                 return
         os.makedirs(directory, exist_ok=True)
-        _create(os.path.join(directory, MARKER), str(os.getpid()).encode())
+        _create(os.path.join(directory, RESULT), b"")
 
 
 def _create(path: str, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
     finally:
         os.close(fd)
 
@@ -339,7 +348,7 @@ def main(argv: Sequence[str]) -> int:
             return 0
         if "ack" in message:
             try:
-                write_result(message["ack"], message["record"])
+                fill_result(message["ack"], message["record"])
             except OSError:
                 return 1  # the pool writes it when it replaces this worker
             continue
@@ -352,7 +361,7 @@ def main(argv: Sequence[str]) -> int:
         )
         written = not record["unreported"]
         if written:
-            write_result(message["dir"], json.dumps(record))  # else at the controller's ack
+            fill_result(message["dir"], json.dumps(record))  # else at the controller's ack
         conn.send(
             {
                 "event": "done",

@@ -1,4 +1,4 @@
-"""WorkerPoolExecutor's trial files, which its workers write: marker, result, spares."""
+"""WorkerPoolExecutor's trial files, which its workers write: result, log, spares."""
 
 from __future__ import annotations
 
@@ -139,3 +139,29 @@ def test_spares_of_workers_that_died_with_their_pool_are_swept(
     finally:
         pool.close()
     assert not (root / ".spares").exists()
+
+
+def test_a_trial_directory_holds_its_log_and_result_only(
+    root: Path, pool: WorkerPoolExecutor, context: LaunchContext
+) -> None:
+    assert _finish(pool, "t-files", "text", context).phase == TrialPhase.FINISHED
+    assert sorted(os.listdir(root / "default" / "t-files")) == ["result.json", "trial.log"]
+
+
+@pytest.mark.parametrize(
+    ("files", "phase"),
+    [
+        ({"result.json": ""}, TrialPhase.LOST),  # made before the call, no outcome yet
+        ({"result.json": '{"exit_code": 0, "sig'}, TrialPhase.LOST),  # a write cut short
+        ({"launched": "123"}, TrialPhase.LOST),  # the marker of older versions
+        ({"trial.log": ""}, TrialPhase.NOT_STARTED),  # neither: the call never started
+    ],
+)
+def test_what_a_restarted_pool_reads_from_a_trial_directory(
+    root: Path, files: dict[str, str], phase: TrialPhase
+) -> None:
+    directory = root / "default" / "t-disk"
+    directory.mkdir(parents=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    assert _from_disk(root, "t-disk").phase == phase
