@@ -423,6 +423,8 @@ def logs(
     executor = LocalExecutor((data_dir or default_data_dir()) / "trials")
     path = executor.log_path(record)
     if not path.exists():
+        if record.is_completed:
+            return None  # it ended without printing anything (a function trial keeps no file)
         raise errors.NotFoundError(f"trial {trial} has no log yet ({path})")
     out = sys.stdout.buffer
     with open(path, "rb") as handle:

@@ -21,15 +21,14 @@ experiment's filters (StdOut collector); `katib.report_metrics({...})`, which in
 records in-process instead of calling DBManager; and the function's return value (a
 number is the objective metric, a dict maps metric names to numbers).
 
-Restarts: a trial directory holds an empty `result.json` from before its function
-started (older versions: a `launched` marker) and the outcome in it once the trial
-ended and any observations it made were stored (acknowledged), so a new executor
-answers FINISHED or LOST (its pool died with the process that owned it, or its
-observations died with the controller before they were stored).
-
-Per trial the controller touches no disk: the worker makes the trial directory and its
-empty result.json before it runs the function, and writes the outcome itself (for an
-acknowledgement, on a message; a retired worker's unwritten ones are written here).
+Restarts: what a trial left on disk (katib.executors.trial_files: its directory, with
+result.json empty from before the call and the outcome once it is final) lets a new
+executor answer FINISHED or LOST (its pool died with the process that owned it, or its
+observations died with the controller before they were stored). Per trial the
+controller touches no disk, and a worker only appends to its journal unless the trial
+printed or ran long; the pool turns what only a worker's files hold into trial
+directories when it retires the worker (for trials not stored yet) or, after a crash,
+when the next pool starts on the same root.
 """
 
 from __future__ import annotations
@@ -61,13 +60,18 @@ from katib.executors.base import (
     TrialOutcome,
     TrialPhase,
 )
-from katib.executors.worker_process import (
+from katib.executors.trial_files import (
     LOG,
     MARKER,
+    OUT,
     RESULT,
-    missing_objective_reason,
+    keep_output,
+    last_launched,
+    mark_launched,
+    recover,
     write_result,
 )
+from katib.executors.worker_process import missing_objective_reason
 from katib.executors.worker_process import rss_bytes as _rss_bytes
 from katib.storage.base import MetricLogEntry
 
@@ -120,6 +124,16 @@ def metric_plan(experiment: Experiment) -> tuple[list[str], list[str], bool]:
     return [n for n in names if n], filters, kind == "StdOut"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -140,9 +154,6 @@ class _Worker:
     started: float | None = None
     sent: float = 0.0
     dead: bool = False
-    #: acknowledgements sent for it to write (trial -> directory, record), until it answers
-    #: anything after them (it handles messages in order) or is retired (then written here)
-    acks: dict[str, tuple[Path, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,8 +166,11 @@ class _Run:
     parse: bool
     worker: _Worker | None
     outcome: TrialOutcome | None = None
-    #: result.json holds the final outcome (or a worker was sent it to write)
+    #: the outcome is final without a store (nothing to store): the worker journaled it,
+    #: or result.json holds it
     on_disk: bool = False
+    #: the controller has stored the outcome (acknowledged): no file needs to say it
+    stored: bool = False
 
 
 class WorkerPoolExecutor(BaseExecutor):
@@ -178,10 +192,11 @@ class WorkerPoolExecutor(BaseExecutor):
         self.size = max(1, size)
         self.preload = tuple(preload)
         self.python = python or sys.executable
-        self._spares = self.root / ".spares"  # each worker's next trial directory
+        self._spares = self.root / ".spares"  # each worker's own files (trial_files)
         self._functions: dict[tuple[str, str], FunctionSpec] = {}
         self._workers: list[_Worker] = []
         self._runs: dict[str, _Run] = {}
+        self._recover()
 
     # --- registration --------------------------------------------------------------------
     def register(
@@ -274,10 +289,8 @@ class WorkerPoolExecutor(BaseExecutor):
                 worker.process.wait(timeout=10)
             worker.conn.close()
             self._workers = [w for w in self._workers if w is not worker]
-            for directory, text in worker.acks.values():
-                with contextlib.suppress(OSError):  # the trial is stored: only a restart asks
-                    self._write_text(directory, text)
-            worker.acks.clear()
+            with contextlib.suppress(OSError):
+                self._keep_unstored(worker)
             shutil.rmtree(self._spares / str(worker.process.pid), ignore_errors=True)
             if replace and len(self._live_workers()) < self.size:
                 with contextlib.suppress(ExecutorError):  # the next launch says why
@@ -372,7 +385,6 @@ class WorkerPoolExecutor(BaseExecutor):
                 else:
                     self._retire(worker)
                 return
-            worker.acks.clear()  # answers come after it handled every earlier message
             run = self._runs.get(message.get("trial", ""))
             if run is None or run.worker is not worker:
                 continue
@@ -455,12 +467,12 @@ class WorkerPoolExecutor(BaseExecutor):
         worker = run.worker
         assert worker is not None
         worker.trial, worker.started = None, None
+        outcome = _outcome(message["record"])
+        self._end(run, outcome, outcome.unreported, written=message["written"])
         if message["exit"] or message["leaked"]:
             # SystemExit: the worker leaves after replying, like a process would; a worker
             # over its memory limit after the trial is replaced
             self._retire(worker)
-        outcome = _outcome(message["record"])
-        self._end(run, outcome, outcome.unreported, written=message["written"])
 
     def _parse_log(self, run: _Run) -> list[MetricLogEntry]:
         """Metrics printed by a trial whose worker died or was killed before it replied."""
@@ -501,8 +513,9 @@ class WorkerPoolExecutor(BaseExecutor):
             run.worker.trial = None
         if not written and not metrics:
             self._write_result(run.directory, outcome)
-        # else: written once acknowledged, after the controller has stored the metrics
-        # (a crash in between leaves the trial LOST, like one that was still running)
+            run.stored = True  # final on disk
+        # else: final once the controller has stored the metrics (a crash in between
+        # leaves the trial LOST, like one that was still running)
         run.on_disk = written or not metrics
 
     # --- state on disk -------------------------------------------------------------------
@@ -512,12 +525,7 @@ class WorkerPoolExecutor(BaseExecutor):
 
     @staticmethod
     def _write_text(directory: Path, text: str) -> None:
-        tmp = f"{RESULT}.{threading.get_ident()}.tmp"  # one per writing thread
-        try:
-            write_result(str(directory), text, tmp)
-        except FileNotFoundError:  # its worker died before it made the directory
-            directory.mkdir(parents=True, exist_ok=True)
-            write_result(str(directory), text, tmp)
+        write_result(str(directory), text, f"{RESULT}.{threading.get_ident()}.tmp")
 
     def _from_files(self, trial: Trial) -> TrialOutcome:
         directory = self.trial_dir(trial)
@@ -540,29 +548,58 @@ class WorkerPoolExecutor(BaseExecutor):
         if run is not None and run.outcome is not None:
             run.outcome.unreported = []
             run.outcome.unreported_is_whole = False  # what it reported is stored now
-            if not run.on_disk:
+            run.stored = True
+            if not run.on_disk and run.directory.is_dir():
+                # It has a directory (it printed, or ran long): say there how it ended.
+                # A quick silent trial has none; storage alone holds its outcome.
                 run.on_disk = True
-                self._acknowledge(run)
+                self._write_result(run.directory, run.outcome)
             return
         outcome = self._from_files(trial)
         if outcome.phase == TrialPhase.FINISHED and (outcome.unreported or run is not None):
             outcome.unreported = []
             self._write_result(self.trial_dir(trial), outcome)
 
-    def _acknowledge(self, run: _Run) -> None:
-        """Have an idle worker write the final result.json (here if none is idle)."""
-        assert run.outcome is not None
-        text = json.dumps(_record(run.outcome))
-        idle = [w for w in self._workers if not w.dead and w.trial is None]
-        idle.sort(key=lambda w: w is not run.worker)  # its own worker first
-        for worker in idle[:1]:
-            try:
-                worker.conn.send({"ack": str(run.directory), "record": text})
-            except (OSError, ValueError):
-                break  # dead: replaced by the next launch
-            worker.acks[run.trial.name] = (run.directory, text)
+    def _keep_unstored(self, worker: _Worker) -> None:
+        """Before a worker's files go: write, as trial directories, what only they hold
+        and storage may not (see trial_files). A trial it was running gets its output
+        and an empty result.json (LOST to a restart), like one whose observations are
+        not stored yet; an outcome with nothing to store, its result.json."""
+        files = self._spares / str(worker.process.pid)
+        began = last_launched(files)
+        for run in self._runs.values():
+            if run.worker is not worker or run.stored:
+                continue
+            if run.outcome is None:
+                if began != str(run.directory):
+                    continue  # it never took the trial: not started, launched again
+                mark_launched(str(run.directory))
+                out = files / OUT
+                if out.exists() and out.stat().st_size > 0:
+                    keep_output(str(out), str(run.directory))
+            elif run.outcome.unreported:
+                mark_launched(str(run.directory))
+            elif run.on_disk:
+                self._write_result(run.directory, run.outcome)
+                run.stored = True  # as good as stored: final, on disk
+
+    def _recover(self) -> None:
+        """Turn the files of workers that died with their pool into trial directories."""
+        try:
+            names = os.listdir(self._spares)
+        except OSError:
             return
-        self._write_text(run.directory, text)
+        for name in names:
+            if not name.isdigit() or _alive(int(name)):
+                continue
+            claimed = self._spares / f".{name}.{os.getpid()}"
+            try:
+                os.rename(self._spares / name, claimed)  # one recovering pool per worker
+            except OSError:
+                continue
+            with contextlib.suppress(OSError):
+                recover(claimed, f"{RESULT}.{os.getpid()}.tmp")
+            shutil.rmtree(claimed, ignore_errors=True)
 
     # --- stop ----------------------------------------------------------------------------
     def stop(self, trial: Trial) -> None:

@@ -3,35 +3,25 @@
 Started as `python -u -m katib.executors.worker_process FD --parent=PID [--spares=DIR]
 [--preload=M]`, it imports only what running a call needs (cloudpickle, the metric
 parsers), so it is ready quickly and its resident memory starts small. It reads one
-message per trial from the socket FD, runs the call with fds 1 and 2 on the trial's
-log, and answers with the outcome record (metrics printed, reported and returned, the
+message per trial from the socket FD, runs the call with fds 1 and 2 on its output
+file, and answers with the outcome record (metrics printed, reported and returned, the
 error if any) and its RSS. It dies with the pool's process (PR_SET_PDEATHSIG on Linux)
 and leaves when the socket closes.
 
 The trial's files are the worker's job, so the pool's process (the controller) touches
-no disk per trial. Creating a file or directory costs far more than renaming or
-rewriting one on slow disks, so while idle the worker prepares a spare directory
-(``DIR/<pid>``, with an empty log and an empty result.json) and a trial starts by
-renaming it to the trial's directory: the directory and its empty result.json appear
-together, before the function runs. An empty (or unreadable) result.json therefore
-means "launched, no outcome yet", as the `launched` marker of older directories does;
-"neither" still means "the function never started". The outcome is then written into
-that result.json in place: at once when there is nothing for the controller to store,
-else when the controller acknowledges it (an ``ack`` message). Per trial that is two
-new files and one directory, made ahead, and one rename.
+no disk per trial; katib.executors.trial_files says which files, and why a quick trial
+that prints nothing makes none.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import json
 import math
 import os
 import pickle
-import shutil
 import signal
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -39,14 +29,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+from katib.executors.trial_files import WorkerFiles
 
-#: Names inside a trial directory (shared with katib.executors.worker_pool).
-MARKER = "launched"  # the function may have started (directories of older versions)
-#: The trial ended (and its observations were stored, if any); empty or unreadable: the
-#: function may have started (the worker makes it, empty, before the call).
-RESULT = "result.json"
-LOG = "trial.log"
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -142,95 +127,6 @@ def outcome_record(
     return record, leaked
 
 
-def write_result(directory: str, text: str, tmp: str) -> None:
-    """result.json, atomically (a temporary renamed over it): for a record that may
-    replace an earlier one."""
-    path = os.path.join(directory, tmp)
-    _create(path, text.encode())
-    os.replace(path, os.path.join(directory, RESULT))
-
-
-def fill_result(directory: str, text: str) -> None:
-    """Write the outcome into the trial's result.json, which holds none yet (it is
-    empty: made with the directory). In place, without a temporary: a write cut short
-    leaves it unreadable, which reads as "no outcome", as the empty file did."""
-    _create(os.path.join(directory, RESULT), text.encode())
-
-
-class _Spare:
-    """A trial directory made ahead of time, renamed into place when a trial starts."""
-
-    def __init__(self, parent: str | None) -> None:
-        self.parent = parent
-        self.path = os.path.join(parent, str(os.getpid())) if parent else None
-        self.ready = False
-
-    def sweep(self) -> None:
-        """Remove spares of workers that are gone (killed with a crashed controller)."""
-        if self.parent is None:
-            return
-        with contextlib.suppress(OSError):
-            os.makedirs(self.parent, exist_ok=True)
-            for name in os.listdir(self.parent):
-                if name.isdigit() and (int(name) == os.getpid() or not _alive(int(name))):
-                    shutil.rmtree(os.path.join(self.parent, name), ignore_errors=True)
-
-    def prepare(self) -> None:
-        if self.path is None or self.ready:
-            return
-        try:
-            os.mkdir(self.path)
-        except FileExistsError:
-            pass  # left over by a failed attempt: its files are rewritten below
-        except OSError:
-            return
-        try:
-            _create(os.path.join(self.path, LOG), b"")
-            _create(os.path.join(self.path, RESULT), b"")
-        except OSError:
-            return
-        self.ready = True
-
-    def take(self, directory: str) -> None:
-        """Make ``directory`` with its empty result.json (before the function runs)."""
-        if self.ready and self.path is not None:
-            for attempt in range(2):
-                try:
-                    os.rename(self.path, directory)  # fails if it exists and is not empty
-                except FileNotFoundError:
-                    if attempt:
-                        break
-                    with contextlib.suppress(OSError):
-                        os.makedirs(os.path.dirname(directory), exist_ok=True)
-                    continue
-                except OSError:
-                    break
-                self.ready = False
-                return
-        os.makedirs(directory, exist_ok=True)
-        _create(os.path.join(directory, RESULT), b"")
-
-
-def _create(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         try:
@@ -241,18 +137,16 @@ def _die_with_parent() -> None:
 
 
 def _run_one(
-    message: Mapping[str, Any], functions: dict[str, Callable[..., Any]]
+    message: Mapping[str, Any], functions: dict[str, Callable[..., Any]], files: WorkerFiles
 ) -> dict[str, Any]:
     global _REPORTED
     trial = message["trial"]
     reply: dict[str, Any] = {"event": "done", "trial": trial, "metrics": [], "error": ""}
-    log = os.path.join(message["dir"], LOG)
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    files.begin(message["dir"])
     sys.stdout.flush()
     sys.stderr.flush()
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
+    os.dup2(files.out_fd, 1)
+    os.dup2(files.out_fd, 2)
     os.environ["KATIB_TRIAL_NAME"] = trial
     _REPORTED = []
     names: list[str] = message["names"]
@@ -285,12 +179,11 @@ def _run_one(
         reply["error"] = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
     sys.stdout.flush()
     sys.stderr.flush()
-    # Nothing printed (fd 1 and 2 are the log): nothing to parse, and no need to open it.
-    printed_nothing = os.fstat(1).st_size == 0
     _quiet()  # output between trials (background threads) goes nowhere, not to this log
+    log = files.end()  # None: it printed nothing
     reported, _REPORTED = _REPORTED, None
     metrics = list(reported or []) + list(reply["metrics"])
-    if message["parse"] and names and not printed_nothing:
+    if message["parse"] and names and log is not None:
         from metrics_collector.parsers import TextParser
 
         parser = TextParser(names, message["filters"] or None)
@@ -337,31 +230,25 @@ def main(argv: Sequence[str]) -> int:
 
     import metrics_collector.parsers  # noqa: F401
 
-    spare = _Spare(spares)
-    spare.sweep()
-    spare.prepare()
+    files = WorkerFiles(os.path.join(spares or tempfile.mkdtemp(), str(os.getpid())))
+    files.watch()
     functions: dict[str, Callable[..., Any]] = {}
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError, pickle.UnpicklingError):
             return 0
-        if "ack" in message:
-            try:
-                fill_result(message["ack"], message["record"])
-            except OSError:
-                return 1  # the pool writes it when it replaces this worker
-            continue
-        spare.take(message["dir"])
         if message["timed"]:
             conn.send({"event": "started", "trial": message["trial"]})
-        reply = _run_one(message, functions)
+        reply = _run_one(message, functions, files)
         record, leaked = outcome_record(
             reply, message["names"], message["parse"], message["limit"]
         )
+        # Nothing for the controller to store: the outcome is final (journaled for a
+        # restart). Else the controller's storage is where it lasts.
         written = not record["unreported"]
         if written:
-            fill_result(message["dir"], json.dumps(record))  # else at the controller's ack
+            files.result(message["dir"], record)
         conn.send(
             {
                 "event": "done",
@@ -374,7 +261,6 @@ def main(argv: Sequence[str]) -> int:
         )
         if "exit_code" in reply:
             return int(reply["exit_code"] or 0)
-        spare.prepare()
 
 
 if __name__ == "__main__":

@@ -430,7 +430,9 @@ class EmbeddedBackend(BaseBackend):
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            raise errors.NotFoundError(f"trial {trial_name} has no log yet ({path})") from None
+            if not trial.is_completed:
+                raise errors.NotFoundError(f"trial {trial_name} has no log yet ({path})") from None
+            text = ""  # it ended without printing anything (a function trial keeps no file)
         if tail is not None:
             text = "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
         return text

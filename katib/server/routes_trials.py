@@ -80,5 +80,7 @@ def logs(
         )
     path = Path(log_path(record))
     if not path.exists():
+        if record.is_completed:  # it ended without printing anything
+            return PlainTextResponse("")
         raise errors.NotFoundError(f"trial {namespace}/{trial} has no log yet")
     return PlainTextResponse(_read_tail(path, tail))

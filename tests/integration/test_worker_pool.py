@@ -19,6 +19,8 @@ from katib.executors.worker_pool import WorkerPoolExecutor
 
 def behaviour(params: dict[str, Any]) -> Any:
     mode = params["mode"]
+    if mode == "quiet":  # prints nothing, ends at once
+        return {"score": 0.25}
     print(f"pid={os.getpid()}")
     if mode == "exit":
         sys.exit(3)
@@ -42,7 +44,9 @@ def _experiment() -> Experiment:
                     {
                         "name": "mode",
                         "parameterType": "categorical",
-                        "feasibleSpace": {"list": ["ok", "exit", "text", "abort", "sleep"]},
+                        "feasibleSpace": {
+                            "list": ["ok", "exit", "text", "abort", "sleep", "quiet"]
+                        },
                     }
                 ],
                 "trialTemplate": {

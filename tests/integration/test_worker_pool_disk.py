@@ -165,3 +165,90 @@ def test_what_a_restarted_pool_reads_from_a_trial_directory(
     for name, text in files.items():
         (directory / name).write_text(text)
     assert _from_disk(root, "t-disk").phase == phase
+
+
+def test_a_quick_trial_that_prints_nothing_makes_no_file(
+    root: Path, pool: WorkerPoolExecutor, context: LaunchContext
+) -> None:
+    quiet = _finish(pool, "t-quiet", "quiet", context)
+    assert quiet.succeeded and [(m.metric_name, m.value) for m in quiet.unreported] == [
+        ("score", "0.25")
+    ]
+    pool.acknowledge(_trial("t-quiet", "quiet"))  # stored: storage alone holds it
+    pool.close()
+    assert not (root / "default" / "t-quiet").exists()
+    assert not (root / ".spares").exists()
+
+
+def test_a_trial_that_runs_long_gets_its_directory_and_log_while_it_runs(
+    root: Path, pool: WorkerPoolExecutor, context: LaunchContext
+) -> None:
+    sleeping = _trial("t-long", "sleep")  # prints its pid, then sleeps
+    pool.launch(sleeping, context)
+    log = root / "default" / "t-long" / "trial.log"
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "pid=" in log.read_text()):
+        assert time.monotonic() < deadline, "no live log"
+        pool.wait(0.05)
+    assert pool.poll(sleeping).phase == TrialPhase.RUNNING
+    assert (root / "default" / "t-long" / "result.json").read_text() == ""  # launched
+    pool.stop(sleeping)
+    assert _from_disk(root, "t-long").phase == TrialPhase.FINISHED  # killed: final
+
+
+_CRASHING_POOL = """
+import os, signal, sys, time
+sys.path.insert(0, {tests!r})
+from test_worker_pool import _experiment, _trial, behaviour
+from katib.executors.base import LaunchContext, TrialPhase
+from katib.executors.worker_pool import WorkerPoolExecutor
+
+pool = WorkerPoolExecutor({root!r}, size=1)
+pool.register("default", "pool", behaviour)
+context = LaunchContext(experiment=_experiment(), db_manager_address="unused")
+def finish(name, mode):
+    trial = _trial(name, mode)
+    pool.launch(trial, context)
+    while pool.poll(trial).phase != TrialPhase.FINISHED:
+        pool.wait(0.05)
+finish("t-failed", "text")        # final, nothing to store: journaled
+finish("t-quiet-stored", "quiet") # stored by the controller
+pool.acknowledge(_trial("t-quiet-stored", "quiet"))
+finish("t-quiet-unstored", "quiet")  # its observations died with the controller
+sleeping = _trial("t-running", "sleep")
+pool.launch(sleeping, context)
+log = {log!r}
+while not (os.path.exists(log) and "pid=" in open(log).read()):
+    pool.wait(0.05)
+os.kill(os.getpid(), signal.SIGKILL)  # the controller dies; its workers follow it
+"""
+
+
+def test_a_pool_that_died_leaves_what_a_restart_needs(root: Path) -> None:
+    import subprocess
+    import sys
+
+    script = _CRASHING_POOL.format(
+        tests=str(Path(__file__).parent),
+        root=str(root),
+        log=str(root / "default" / "t-running" / "trial.log"),
+    )
+    died = subprocess.run([sys.executable, "-c", script], timeout=120, capture_output=True)
+    assert died.returncode == -9, died.stderr.decode()[-2000:]
+    deadline = time.monotonic() + 30
+    while any(  # the workers die with it (PR_SET_PDEATHSIG)
+        n.isdigit() and os.path.exists(f"/proc/{n}") for n in os.listdir(root / ".spares")
+    ):
+        assert time.monotonic() < deadline, "a worker outlived its pool"
+        time.sleep(0.05)
+    restarted = WorkerPoolExecutor(root, size=1)  # turns the journal into directories
+    try:
+        failed = restarted.poll(_trial("t-failed", "text"))
+        assert failed.phase == TrialPhase.FINISHED and failed.message.startswith("TypeError")
+        assert restarted.poll(_trial("t-quiet-unstored", "quiet")).phase == TrialPhase.LOST
+        running = restarted.poll(_trial("t-running", "sleep"))
+        assert running.phase == TrialPhase.LOST
+        assert "pid=" in (root / "default" / "t-running" / "trial.log").read_text()
+    finally:
+        restarted.close()
+    assert not (root / ".spares").exists()  # the dead worker's files are gone too
