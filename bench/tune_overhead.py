@@ -18,9 +18,11 @@ steady per-trial time can be told apart from it.
 
 Storage goes in a temporary directory under --dir (default: the home directory,
 beside tune()'s default ~/.katib, or the system's temporary directory, whichever makes
-a trial's directory and files faster). The header gives both costs: on some machines
-one of them costs tens of times more per file (kernel time, which competes with the
-trials for the CPU), and each trial makes a directory and three files. --profile runs the first
+files faster). The header gives both costs: on some machines one of them costs tens of
+times more per file (kernel time, which competes with the trials for the CPU). The
+objective prints nothing, so its trials make no file (katib.executors.trial_files);
+a trial that prints makes a directory and two files, which is what the probe makes,
+and the SQLite database goes there. --profile runs the first
 sequential tune() under pyinstrument (if installed) and prints where the
 controller's time goes.
 """
@@ -117,15 +119,15 @@ def run_optuna(trials: int, storage: str | None) -> tuple[float, float, float]:
 
 
 def trial_dir_us(directory: Path, count: int = 100) -> float:
-    """Microseconds to make what a trial makes on disk in `directory`: a directory with
-    three small files (median of `count`)."""
+    """Microseconds to make what a trial that prints makes on disk in `directory`: a
+    directory with two small files (median of `count`)."""
     times = []
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         for i in range(count):
             start = time.perf_counter()
             path = os.path.join(scratch, str(i))
             os.mkdir(path)
-            for name in ("a", "b", "c"):
+            for name in ("a", "b"):
                 fd = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CREAT, 0o644)
                 os.write(fd, b"x")
                 os.close(fd)
@@ -143,7 +145,7 @@ def storage_dir(choice: Path | None) -> tuple[Path, str]:
         costs.setdefault(candidate.resolve(), trial_dir_us(candidate))
     chosen = choice.resolve() if choice is not None else min(costs, key=costs.__getitem__)
     listed = "; ".join(f"{path}: {us:.0f} us" for path, us in costs.items())
-    return chosen, f"storage under {chosen} (making a trial directory with 3 files: {listed})"
+    return chosen, f"storage under {chosen} (making a directory with 2 files: {listed})"
 
 
 def precompile() -> str:
