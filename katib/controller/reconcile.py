@@ -115,7 +115,13 @@ def _numbered(
 
 
 def new_trial_name(experiment_name: str) -> str:
-    return f"{experiment_name}-" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(8))
+    """`<experiment>-` and 8 random characters of _NAME_ALPHABET (one draw, not eight)."""
+    number = secrets.randbelow(len(_NAME_ALPHABET) ** 8)
+    suffix = []
+    for _ in range(8):
+        number, digit = divmod(number, len(_NAME_ALPHABET))
+        suffix.append(_NAME_ALPHABET[digit])
+    return f"{experiment_name}-" + "".join(suffix)
 
 
 @dataclass

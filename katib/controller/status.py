@@ -14,9 +14,19 @@ from katib.api.models import (
     TrialConditionType,
 )
 
+_LAST_SECOND: tuple[int, str] = (-1, "")
+
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current UTC second, formatted once per second (a pass asks several times)."""
+    global _LAST_SECOND
+    second = int(datetime.now(UTC).timestamp())
+    cached = _LAST_SECOND
+    if cached[0] != second:
+        cached = _LAST_SECOND = (
+            second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
+    return cached[1]
 
 
 def set_condition(

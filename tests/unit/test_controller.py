@@ -245,3 +245,27 @@ def test_small_budgets(tmp_path: Path, max_trials: int) -> None:
     )
     run_to_end(controller)
     assert len(storage.list_trials("exp")) == max_trials
+
+
+def test_trial_names_are_kubernetes_style_and_random() -> None:
+    from katib.controller.reconcile import _NAME_ALPHABET, new_trial_name
+
+    names = [new_trial_name("exp") for _ in range(2000)]
+    assert all(n.startswith("exp-") and len(n) == 12 for n in names)
+    assert all(set(n[4:]) <= set(_NAME_ALPHABET) for n in names)
+    assert len(set(names)) == len(names)
+    seen = {c for n in names for c in n[4:]}
+    assert seen == set(_NAME_ALPHABET)  # every character is drawn
+
+
+def test_now_rfc3339_is_the_current_utc_second() -> None:
+    import datetime as dt
+
+    from katib.controller import status
+
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    stamp = dt.datetime.strptime(status.now_rfc3339(), "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=dt.UTC
+    )
+    after = dt.datetime.now(dt.UTC)
+    assert before <= stamp <= after
