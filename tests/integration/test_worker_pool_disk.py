@@ -170,6 +170,10 @@ def test_what_a_restarted_pool_reads_from_a_trial_directory(
 def test_a_quick_trial_that_prints_nothing_makes_no_file(
     root: Path, pool: WorkerPoolExecutor, context: LaunchContext
 ) -> None:
+    # A worker's first trial loads the function (imports), which may take long enough
+    # on a loaded machine for the trial to get its directory (a live log): warm it.
+    _finish(pool, "t-warm", "quiet", context)
+    pool.acknowledge(_trial("t-warm", "quiet"))
     quiet = _finish(pool, "t-quiet", "quiet", context)
     assert quiet.succeeded and [(m.metric_name, m.value) for m in quiet.unreported] == [
         ("score", "0.25")
