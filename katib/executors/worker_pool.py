@@ -171,6 +171,10 @@ class _Run:
     on_disk: bool = False
     #: the controller has stored the outcome (acknowledged): no file needs to say it
     stored: bool = False
+    #: what the worker was sent (the function left out), to send it again elsewhere
+    message: dict[str, Any] = field(default_factory=dict)
+    #: sent again already, after a worker died before it began the trial
+    resent: bool = False
 
 
 class WorkerPoolExecutor(BaseExecutor):
@@ -327,7 +331,7 @@ class WorkerPoolExecutor(BaseExecutor):
         message = {
             "trial": trial.name,
             "digest": spec.digest,
-            "function": None if spec.digest in worker.loaded else spec.function,
+            "function": None,  # _send adds it for a worker that has not loaded it
             "params": params,
             "dir": str(directory),  # the worker makes it, with `launched`, before the call
             "names": names,
@@ -336,15 +340,22 @@ class WorkerPoolExecutor(BaseExecutor):
             "limit": spec.memory_limit_mb,
             "timed": spec.trial_timeout is not None,  # say when the call starts
         }
-        run = _Run(trial, directory, spec, names, filters, parse, worker)
+        run = _Run(trial, directory, spec, names, filters, parse, worker, message=message)
         self._runs[trial.name] = run
-        worker.trial, worker.started, worker.sent = trial.name, None, time.monotonic()
+        self._send(run, worker)
+
+    def _send(self, run: _Run, worker: _Worker) -> None:
+        """Hand the run's trial to `worker` (with the function, unless it has it)."""
+        message = dict(run.message)
+        message["function"] = None if run.spec.digest in worker.loaded else run.spec.function
+        run.worker = worker
+        worker.trial, worker.started, worker.sent = run.trial.name, None, time.monotonic()
         try:
             worker.conn.send(message)
         except (OSError, ValueError):
             self._on_death(run)  # died before it could take the trial
             return
-        worker.loaded.add(spec.digest)
+        worker.loaded.add(run.spec.digest)
 
     # --- poll ----------------------------------------------------------------------------
     def wait(self, timeout: float) -> None:
@@ -445,7 +456,18 @@ class WorkerPoolExecutor(BaseExecutor):
 
     def _on_death(self, run: _Run) -> None:
         worker = run.worker
+        # Its journal says whether it began the trial: one it never began (it died, or was
+        # dying, when the trial was sent) goes to another worker, once.
+        began = worker is None or last_launched(
+            self._spares / str(worker.process.pid)
+        ) == str(run.directory)
         code = self._retire(worker) if worker is not None else None
+        if not began and not run.resent:
+            run.resent = True
+            other = self._idle_worker()
+            if other is not None:
+                self._send(run, other)
+                return
         if code is not None and code < 0:
             outcome = TrialOutcome(
                 TrialPhase.FINISHED,

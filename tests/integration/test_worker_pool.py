@@ -186,6 +186,19 @@ def test_state_survives_a_new_executor(
         restarted.close()
 
 
+def test_a_trial_sent_to_a_dying_worker_goes_to_another(
+    pool: WorkerPoolExecutor, context: LaunchContext
+) -> None:
+    first = _trial("t-dying-1", "ok")
+    assert _run(pool, first, context).succeeded
+    dying = _pid(pool, first)
+    os.kill(dying, 9)  # and launch at once: the trial reaches a worker that never begins it
+    second = _trial("t-dying-2", "ok")
+    outcome = _run(pool, second, context)
+    assert outcome.succeeded, outcome.message
+    assert _pid(pool, second) != dying
+
+
 def test_an_idle_worker_killed_from_outside_is_replaced(
     pool: WorkerPoolExecutor, context: LaunchContext
 ) -> None:
