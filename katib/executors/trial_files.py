@@ -52,11 +52,15 @@ def create(path: str, data: bytes = b"", *, exclusive: bool = False) -> None:
             return
         raise
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def write_result(directory: str, text: str, tmp: str) -> None:
@@ -167,10 +171,7 @@ class WorkerFiles:
         self._shown = True
 
     def _note(self, entry: dict[str, object]) -> None:
-        data = (json.dumps(entry) + "\n").encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._journal, view):]
+        _write_all(self._journal, (json.dumps(entry) + "\n").encode())
 
 
 def last_launched(worker_dir: Path) -> str | None:

@@ -53,6 +53,7 @@ from typing import Any
 
 from katib.api.models import CollectorKind, Experiment, Trial
 from katib.errors import ExecutorError
+from katib.executors import process_tree
 from katib.executors.base import (
     BaseExecutor,
     LaunchContext,
@@ -122,16 +123,6 @@ def metric_plan(experiment: Experiment) -> tuple[list[str], list[str], bool]:
         spec.source.filter
     ) else []
     return [n for n in names if n], filters, kind == "StdOut"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _signal_name(number: int) -> str:
@@ -333,7 +324,7 @@ class WorkerPoolExecutor(BaseExecutor):
             "digest": spec.digest,
             "function": None,  # _send adds it for a worker that has not loaded it
             "params": params,
-            "dir": str(directory),  # the worker makes it, with `launched`, before the call
+            "dir": str(directory),  # made only if the trial prints or runs long (trial_files)
             "names": names,
             "filters": filters,
             "parse": parse,
@@ -612,7 +603,7 @@ class WorkerPoolExecutor(BaseExecutor):
         except OSError:
             return
         for name in names:
-            if not name.isdigit() or _alive(int(name)):
+            if not name.isdigit() or process_tree.is_alive(int(name), None):
                 continue
             claimed = self._spares / f".{name}.{os.getpid()}"
             try:
