@@ -35,8 +35,15 @@ def make_rng(
     Without random_state the experiment name stands in, so a retried request (same
     history) gets the same answer and distinct experiments get distinct streams.
     """
+    return rng_for_count(experiment, len(trials), random_state)
+
+
+def rng_for_count(
+    experiment: ExperimentInfo, count: int, random_state: int | None
+) -> np.random.Generator:
+    """`make_rng` for a history of `count` trials."""
     seed = random_state if random_state is not None else zlib.crc32(experiment.name.encode())
-    return np.random.default_rng([seed, len(trials), 0 if random_state is not None else 1])
+    return np.random.default_rng([seed, count, 0 if random_state is not None else 1])
 
 
 class _Memo(dict[str | None, Hashable]):

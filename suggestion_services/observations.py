@@ -59,6 +59,10 @@ class UsedKeys(AbstractSet[Key]):
         self._shadowed = shadowed
         self.batch: set[Key] = set()
 
+    @property
+    def shadowed(self) -> AbstractSet[Key]:
+        return self._shadowed
+
     def __contains__(self, key: object) -> bool:
         return key in self._counts or key in self.batch or key in self._shadowed
 
@@ -67,6 +71,11 @@ class UsedKeys(AbstractSet[Key]):
 
     def __len__(self) -> int:
         return len(set(self._counts) | self._shadowed | self.batch)
+
+
+def detached_used(used: UsedKeys) -> UsedKeys:
+    """A copy of `used` (batch included) that later history updates leave alone."""
+    return UsedKeys(dict(used._counts), used._shadowed | used.batch)
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,10 @@ class History:
         self._records: list[TrialRecord] = []
         self._pending: list[_Row] = []
         self._mark: tuple[int, int, int] | None = None
+        # Counts every change to the used keys; with the last key added, it tells a
+        # caller that the keys are those it saw plus exactly that one.
+        self.revision = 0
+        self.last_key: Key | None = None
 
     def update(self, trials: Iterable[TrialRecord]) -> Snapshot:
         """Absorb the request's history (new, changed and vanished trials) and snapshot it."""
@@ -236,12 +249,16 @@ class History:
         )
 
     def _remember(self, key: Key) -> None:
+        self.revision += 1
+        self.last_key = key
         count = self._counts.get(key, 0)
         self._counts[key] = count + 1
         if count == 0 and OFF_SPACE not in key:
             self._covered += 1
 
     def _forget(self, key: Key) -> None:
+        self.revision += 1
+        self.last_key = None
         count = self._counts[key]
         if count > 1:
             self._counts[key] = count - 1

@@ -30,6 +30,7 @@ from katib.apis.grpc_errors import error_from_rpc, grpc_code_for
 from katib.apis.v1beta1 import api_pb2, api_pb2_grpc
 from katib.errors import InvalidArgumentError, KatibError, UnavailableError
 
+from . import after_reply
 from .base import ExperimentInfo, ObjectiveType, TrialCondition, TrialRecord
 from .early_stopping import (
     Comparison,
@@ -370,7 +371,14 @@ class SuggestionServicer(api_pb2_grpc.SuggestionServicer):
             trials = ProtoTrials(
                 raw_trials, experiment.objective_metric_name, self._trial_cache, experiment.name
             )
-            result = algorithm.suggest_with_settings(experiment, trials, n)
+            with after_reply.collecting() as later:
+                result = algorithm.suggest_with_settings(experiment, trials, n)
+            # Once the RPC has ended; at once if it has already, or if the context
+            # (a caller's own, in-process) cannot say when.
+            add_callback = getattr(context, "add_callback", None)
+            for work in later:
+                if add_callback is None or not add_callback(work):
+                    work()
             if not reply.algorithm.algorithm_name:
                 reply.algorithm.algorithm_name = experiment.algorithm_name
             if result.settings != experiment.settings:

@@ -11,8 +11,10 @@ behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,11 +22,12 @@ import numpy as np
 
 from katib.errors import SearchSpaceExhaustedError
 
+from . import after_reply
 from .base import ExperimentInfo, ObjectiveType, TrialRecord
 from .experiment_cache import ExperimentCache, experiment_key
-from .history import make_rng
+from .history import make_rng, rng_for_count
 from .model_space import Dim, ModelSpace
-from .observations import History, Snapshot, UsedKeys
+from .observations import History, Snapshot, UsedKeys, detached_used
 from .parzen import Parzen
 from .parzen_types import ParzenParameters, default_weights
 from .search_space import Key
@@ -59,13 +62,60 @@ class _BelowFits:
         return self._fits
 
 
+@dataclass(frozen=True)
+class _Guess:
+    """The answer computed ahead for the request expected next, with every input it
+    was computed from: it is the answer only to a request whose inputs are equal.
+
+    That request is the history the guess was made on plus one trial, observed, at
+    the suggested point (`key`), and with a loss that keeps it out of the good trials.
+    """
+
+    count: int  # trials in the request
+    n: int
+    config: TPEConfig
+    coords: bytes  # the observed trials' coordinates, the new trial's last
+    losses: bytes  # the losses of the observed trials before the new one
+    threshold: float  # the new trial is not among the good ones at this loss or above
+    # The used keys: the history's at `revision`, then `key` added.
+    revision: int
+    key: Key
+    shadowed: frozenset[Key]
+    keys: list[Key]
+
+    def answers(
+        self, count: int, n: int, config: TPEConfig, history: History, snapshot: Snapshot
+    ) -> bool:
+        losses = snapshot.losses
+        return (
+            count == self.count
+            and n == self.n
+            and config == self.config
+            and history.revision == self.revision + 1
+            and history.last_key == self.key
+            and snapshot.used.shadowed == self.shadowed
+            and snapshot.pending.shape[0] == 0
+            and len(losses) > 0
+            and bool(losses[-1] >= self.threshold)
+            and losses[:-1].tobytes() == self.losses
+            and snapshot.coords.tobytes() == self.coords
+        )
+
+
 @dataclass
 class State:
-    """What TPE keeps per experiment (under `history.lock`): the parsed history and
-    the last good-trial fit; both are accelerators checked against each request."""
+    """What TPE keeps per experiment (under `history.lock`): the parsed history, the
+    last good-trial fit and the guessed next answer; all are accelerators checked
+    against each request."""
 
     history: History
     below: _BelowFits = field(default_factory=_BelowFits)
+    guess: _Guess | None = None
+    calls: int = 0  # model-phase requests answered, so a stale guess is not started
+
+
+#: Computes guesses (see `_start_guess`) off the request's thread, one at a time.
+_GUESSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tpe-guess")
 
 
 def model_keys(
@@ -89,11 +139,89 @@ def model_keys(
             raise SearchSpaceExhaustedError(
                 f"{name} search space exhausted: all {size} points have been suggested"
             )
-        rng = make_rng(experiment, trials, config.random_state)
         if len(snapshot.losses) < config.n_startup_trials or history.model.width == 0:
+            rng = make_rng(experiment, trials, config.random_state)
             return space.sample_unique(rng, n, snapshot.used)
-        sampler = _Sampler(history.model, snapshot, config, multivariate, state.below)
-        return sampler.run(rng, n)
+        guess, state.guess = state.guess, None
+        state.calls += 1
+        if guess is not None and guess.answers(len(trials), n, config, history, snapshot):
+            keys = guess.keys
+            snapshot.used.batch.update(keys)
+        else:
+            rng = make_rng(experiment, trials, config.random_state)
+            sampler = _Sampler(history.model, snapshot, config, multivariate, state.below)
+            keys = sampler.run(rng, n)
+        if n == 1 and len(keys) == 1 and snapshot.pending.shape[0] == 0:
+            _start_guess(state, experiment, len(trials), snapshot, keys[0], config, multivariate)
+        return keys
+
+
+def _start_guess(
+    state: State,
+    experiment: ExperimentInfo,
+    count: int,
+    snapshot: Snapshot,
+    key: Key,
+    config: TPEConfig,
+    multivariate: bool,
+) -> None:
+    """Compute, on another thread, the answer to the request a sequential experiment
+    sends next: this history plus `key`, observed and not among the good trials.
+
+    A sequential controller asks again once the suggested trial has ended, and the
+    service is idle meanwhile; most new trials do not join the best 25, so the next
+    request then finds its answer ready (`_Guess.answers` checks every input). It
+    starts once the reply has gone out (`after_reply`) and runs under `history.lock`:
+    a request that arrives before it ends waits for it, one that arrives before it
+    starts makes it moot.
+    """
+    calls = state.calls
+
+    def guess() -> None:
+        with state.history.lock:
+            if state.calls != calls:
+                return  # a request came first: `snapshot` is no longer the history
+            history = state.history
+            losses = snapshot.losses
+            n_below = config.n_below(len(losses) + 1)
+            if n_below > len(losses):
+                return  # the new trial is among the good ones whatever its loss
+            hypothesis = Snapshot(
+                np.concatenate([snapshot.coords, history.model.coords_of_key(key)[None, :]]),
+                np.append(losses, math.inf),
+                snapshot.pending,
+                detached_used(snapshot.used),
+                snapshot.covered + 1,
+            )
+            rng = rng_for_count(experiment, count + 1, config.random_state)
+            sampler = _Sampler(history.model, hypothesis, config, multivariate, state.below)
+            state.guess = _Guess(
+                count=count + 1,
+                n=1,
+                config=config,
+                coords=hypothesis.coords.tobytes(),
+                losses=losses.tobytes(),
+                # Ties go to the earlier trial: a loss equal to the n_below-th best
+                # old one leaves the new trial out, as an infinite one does.
+                threshold=float(np.partition(losses, n_below - 1)[n_below - 1]),
+                revision=history.revision,
+                key=key,
+                shadowed=frozenset(snapshot.used.shadowed),
+                keys=sampler.run(rng, 1),
+            )
+
+    def submit() -> None:
+        with contextlib.suppress(RuntimeError):  # the executor is shutting down
+            _GUESSER.submit(guess)
+
+    after_reply.defer(submit)
+
+
+def _good(losses: np.ndarray, config: TPEConfig) -> np.ndarray:
+    """Which trials form the good density: the best n_below (ties: the earlier first)."""
+    good = np.zeros(len(losses), dtype=bool)
+    good[np.argsort(losses, kind="stable")[: config.n_below(len(losses))]] = True
+    return good
 
 
 def _state(cache: ExperimentCache[State], experiment: ExperimentInfo) -> State:
@@ -126,11 +254,7 @@ class _Sampler:
             weights=default_weights,
             multivariate=True,
         )
-        losses = snapshot.losses
-        n_below = config.n_below(len(losses))
-        # The best n_below trials (ties: the earlier trial first), in trial order.
-        good = np.zeros(len(losses), dtype=bool)
-        good[np.argsort(losses, kind="stable")[:n_below]] = True
+        good = _good(snapshot.losses, config)
         self.groups: list[tuple[Dim, ...]] = (
             [model.dims] if multivariate else [(d,) for d in model.dims]
         )
