@@ -63,6 +63,10 @@ class UsedKeys(AbstractSet[Key]):
     def shadowed(self) -> AbstractSet[Key]:
         return self._shadowed
 
+    def detached(self) -> UsedKeys:
+        """A copy (batch included) that later history updates leave alone."""
+        return UsedKeys(dict(self._counts), self._shadowed | self.batch)
+
     def __contains__(self, key: object) -> bool:
         return key in self._counts or key in self.batch or key in self._shadowed
 
@@ -71,11 +75,6 @@ class UsedKeys(AbstractSet[Key]):
 
     def __len__(self) -> int:
         return len(set(self._counts) | self._shadowed | self.batch)
-
-
-def detached_used(used: UsedKeys) -> UsedKeys:
-    """A copy of `used` (batch included) that later history updates leave alone."""
-    return UsedKeys(dict(used._counts), used._shadowed | used.batch)
 
 
 @dataclass(frozen=True)

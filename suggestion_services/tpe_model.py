@@ -27,7 +27,7 @@ from .base import ExperimentInfo, ObjectiveType, TrialRecord
 from .experiment_cache import ExperimentCache, experiment_key
 from .history import make_rng, rng_for_count
 from .model_space import Dim, ModelSpace
-from .observations import History, Snapshot, UsedKeys, detached_used
+from .observations import History, Snapshot, UsedKeys
 from .parzen import Parzen
 from .parzen_types import ParzenParameters, default_weights
 from .search_space import Key
@@ -71,8 +71,7 @@ class _Guess:
     the suggested point (`key`), and with a loss that keeps it out of the good trials.
     """
 
-    count: int  # trials in the request
-    n: int
+    count: int  # trials in the request, which asks for one point
     config: TPEConfig
     coords: bytes  # the observed trials' coordinates, the new trial's last
     losses: bytes  # the losses of the observed trials before the new one
@@ -89,7 +88,7 @@ class _Guess:
         losses = snapshot.losses
         return (
             count == self.count
-            and n == self.n
+            and n == 1
             and config == self.config
             and history.revision == self.revision + 1
             and history.last_key == self.key
@@ -190,14 +189,13 @@ def _start_guess(
                 np.concatenate([snapshot.coords, history.model.coords_of_key(key)[None, :]]),
                 np.append(losses, math.inf),
                 snapshot.pending,
-                detached_used(snapshot.used),
+                snapshot.used.detached(),
                 snapshot.covered + 1,
             )
             rng = rng_for_count(experiment, count + 1, config.random_state)
             sampler = _Sampler(history.model, hypothesis, config, multivariate, state.below)
             state.guess = _Guess(
                 count=count + 1,
-                n=1,
                 config=config,
                 coords=hypothesis.coords.tobytes(),
                 losses=losses.tobytes(),
@@ -215,13 +213,6 @@ def _start_guess(
             _GUESSER.submit(guess)
 
     after_reply.defer(submit)
-
-
-def _good(losses: np.ndarray, config: TPEConfig) -> np.ndarray:
-    """Which trials form the good density: the best n_below (ties: the earlier first)."""
-    good = np.zeros(len(losses), dtype=bool)
-    good[np.argsort(losses, kind="stable")[: config.n_below(len(losses))]] = True
-    return good
 
 
 def _state(cache: ExperimentCache[State], experiment: ExperimentInfo) -> State:
@@ -254,7 +245,11 @@ class _Sampler:
             weights=default_weights,
             multivariate=True,
         )
-        good = _good(snapshot.losses, config)
+        losses = snapshot.losses
+        n_below = config.n_below(len(losses))
+        # The best n_below trials (ties: the earlier trial first), in trial order.
+        good = np.zeros(len(losses), dtype=bool)
+        good[np.argsort(losses, kind="stable")[:n_below]] = True
         self.groups: list[tuple[Dim, ...]] = (
             [model.dims] if multivariate else [(d,) for d in model.dims]
         )
